@@ -1,0 +1,193 @@
+//! Counters and gauges, registered by name and labels, rendered in Prometheus text format.
+//!
+//! Every plugin registers its counters under its `@id` (label `plugin_id`); drops and
+//! rejections carry a `reason` label, so each path that loses or refuses data is visible.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A monotonically increasing counter.
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    /// A counter not in the registry (tests, scratch use).
+    pub fn detached() -> Self {
+        Counter::default()
+    }
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Clone, Debug, Default)]
+pub struct Gauge(Arc<AtomicI64>);
+
+impl Gauge {
+    pub fn detached() -> Self {
+        Gauge::default()
+    }
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn add(&self, v: i64) {
+        self.0.fetch_add(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Default)]
+struct Registry {
+    counters: BTreeMap<(&'static str, Labels), Counter>,
+    gauges: BTreeMap<(&'static str, Labels), Gauge>,
+    help: BTreeMap<&'static str, &'static str>,
+}
+
+fn registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+fn labels(l: &[(&'static str, &str)]) -> Labels {
+    l.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+/// The counter `name{labels}`, created on first use and shared afterwards.
+pub fn counter(name: &'static str, help: &'static str, l: &[(&'static str, &str)]) -> Counter {
+    let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    r.help.entry(name).or_insert(help);
+    r.counters.entry((name, labels(l))).or_default().clone()
+}
+
+/// The gauge `name{labels}`, created on first use and shared afterwards.
+pub fn gauge(name: &'static str, help: &'static str, l: &[(&'static str, &str)]) -> Gauge {
+    let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    r.help.entry(name).or_insert(help);
+    r.gauges.entry((name, labels(l))).or_default().clone()
+}
+
+/// A family of counters that differ only in their `reason` label.
+#[derive(Clone, Debug)]
+pub struct ReasonCounters {
+    name: &'static str,
+    help: &'static str,
+    base: Vec<(&'static str, String)>,
+}
+
+impl ReasonCounters {
+    pub fn new(name: &'static str, help: &'static str, base: &[(&'static str, &str)]) -> Self {
+        ReasonCounters {
+            name,
+            help,
+            base: labels(base),
+        }
+    }
+    pub fn get(&self, reason: &str) -> Counter {
+        let mut l: Vec<(&'static str, &str)> =
+            self.base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        l.push(("reason", reason));
+        counter(self.name, self.help, &l)
+    }
+    pub fn inc(&self, reason: &str) {
+        self.get(reason).inc();
+    }
+    pub fn add(&self, reason: &str, n: u64) {
+        self.get(reason).add(n);
+    }
+    /// Sum over every reason.
+    pub fn total(&self) -> u64 {
+        let r = registry().lock().unwrap_or_else(|e| e.into_inner());
+        r.counters
+            .iter()
+            .filter(|((n, l), _)| {
+                *n == self.name && l.len() == self.base.len() + 1 && l.starts_with(&self.base)
+            })
+            .map(|(_, c)| c.get())
+            .sum()
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn write_labels(out: &mut String, l: &Labels) {
+    if l.is_empty() {
+        return;
+    }
+    out.push('{');
+    for (i, (k, v)) in l.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{k}=\"{}\"", escape(v));
+    }
+    out.push('}');
+}
+
+/// Everything registered, in Prometheus text exposition format.
+pub fn render_prometheus() -> String {
+    let r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = String::new();
+    let mut last = "";
+    for ((name, l), c) in &r.counters {
+        if *name != last {
+            let help = r.help.get(name).copied().unwrap_or("");
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            last = name;
+        }
+        out.push_str(name);
+        write_labels(&mut out, l);
+        let _ = writeln!(out, " {}", c.get());
+    }
+    last = "";
+    for ((name, l), g) in &r.gauges {
+        if *name != last {
+            let help = r.help.get(name).copied().unwrap_or("");
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            last = name;
+        }
+        out.push_str(name);
+        write_labels(&mut out, l);
+        let _ = writeln!(out, " {}", g.get());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_shared_by_name_and_labels_and_rendered() {
+        let a = counter("nagare_test_total", "a test", &[("plugin_id", "t1")]);
+        let b = counter("nagare_test_total", "a test", &[("plugin_id", "t1")]);
+        a.inc();
+        b.add(2);
+        assert_eq!(a.get(), 3);
+        let text = render_prometheus();
+        assert!(text.contains("nagare_test_total{plugin_id=\"t1\"} 3"), "{text}");
+        assert!(text.contains("# TYPE nagare_test_total counter"));
+    }
+
+    #[test]
+    fn reason_counters_sum() {
+        let r = ReasonCounters::new("nagare_test_drops_total", "drops", &[("plugin_id", "t2")]);
+        r.inc("a");
+        r.add("b", 4);
+        assert_eq!(r.total(), 5);
+    }
+}

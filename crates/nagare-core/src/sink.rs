@@ -1,0 +1,95 @@
+//! Where inputs hand their events.
+
+use crate::ack::Committed;
+use crate::EventStream;
+use thiserror::Error;
+
+/// Why events could not be committed. The input must not ack; it closes the connection so the
+/// client resends (back-pressure travels upstream).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("events not committed: {reason}")]
+pub struct EmitError {
+    /// A short, stable reason (also a metric label), e.g. `buffer_full`, `shutting_down`.
+    pub reason: &'static str,
+}
+
+impl EmitError {
+    pub fn new(reason: &'static str) -> Self {
+        EmitError { reason }
+    }
+}
+
+/// Receives event streams from inputs. `emit` returns the [`Committed`] proof only once every
+/// route the events take has committed them (appended to its buffer); only that proof lets an
+/// input write an ack.
+#[async_trait::async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    async fn emit(&self, stream: EventStream) -> Result<Committed, EmitError>;
+}
+
+/// An in-memory sink: keeps every stream it commits (tests, `--dry-run` style tools). It can
+/// be told to refuse emits, to exercise the no-ack path.
+#[derive(Default)]
+pub struct MemorySink {
+    streams: std::sync::Mutex<Vec<EventStream>>,
+    refuse: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl MemorySink {
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self::default())
+    }
+    /// Make later emits fail with `EmitError { reason: "refused" }` (or succeed again).
+    pub fn set_refuse(&self, refuse: bool) {
+        self.refuse.store(refuse, std::sync::atomic::Ordering::SeqCst);
+    }
+    /// Every stream committed so far.
+    pub fn streams(&self) -> Vec<EventStream> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// Every event committed so far, with its tag.
+    pub fn events(&self) -> Vec<(crate::Tag, crate::Event)> {
+        self.streams()
+            .into_iter()
+            .flat_map(|s| {
+                let tag = s.tag;
+                s.events.into_iter().map(move |e| (tag.clone(), e))
+            })
+            .collect()
+    }
+    pub fn event_count(&self) -> usize {
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|s| s.events.len())
+            .sum()
+    }
+    /// Waits until at least `n` events were committed, or `timeout` passes; returns the count.
+    pub async fn wait_for(&self, n: usize, timeout: std::time::Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            let c = self.event_count();
+            if c >= n {
+                return c;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.event_count();
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventSink for MemorySink {
+    async fn emit(&self, stream: EventStream) -> Result<Committed, EmitError> {
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(EmitError::new("refused"));
+        }
+        self.streams.lock().unwrap_or_else(|e| e.into_inner()).push(stream);
+        self.notify.notify_waiters();
+        Ok(Committed::new())
+    }
+}

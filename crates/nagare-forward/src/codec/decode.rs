@@ -1,0 +1,361 @@
+//! Framing and message parsing.
+
+use super::compress::{gunzip_capped, GZIP_MAGIC};
+use super::time::{read_time, TimeValue};
+use super::{DecodeError, DecodeLimits};
+use bytes::{Bytes, BytesMut};
+use nagare_core::msgpack::{read_array_len, read_map_len, read_str_or_bin, skip_complete, Scanner};
+use nagare_core::{Event, Record, Tag};
+
+/// Cuts whole msgpack objects off the front of a connection's read buffer.
+#[derive(Debug, Default)]
+pub struct Framer {
+    scanner: Scanner,
+}
+
+impl Framer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Splits one complete object off `buf`: `Ok(None)` until it is all there. Errors when the
+    /// object is not msgpack or would exceed `max_frame` bytes (declared lengths included).
+    pub fn next_frame(
+        &mut self,
+        buf: &mut BytesMut,
+        max_frame: usize,
+    ) -> Result<Option<Bytes>, DecodeError> {
+        match self.scanner.scan(buf, max_frame)? {
+            Some(n) => Ok(Some(buf.split_to(n).freeze())),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes received of an object not yet complete.
+    pub fn pending(&self, buf: &BytesMut) -> usize {
+        buf.len()
+    }
+}
+
+/// One decoded message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub tag: Tag,
+    pub events: Vec<Event>,
+    /// The `chunk` option, echoed byte for byte in the ack.
+    pub chunk: Option<Bytes>,
+    /// Events dropped while decoding (skip_invalid_event), with the reason of the first.
+    pub invalid_events: usize,
+    pub invalid_reason: Option<&'static str>,
+    /// `fluent_signal` (0 = logs, 1 = metrics, 2 = traces).
+    pub signal: u8,
+    /// The transport mode the peer used.
+    pub mode: Mode,
+}
+
+/// The four event modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Message,
+    Forward,
+    PackedForward,
+    CompressedPackedForward,
+}
+
+/// What one frame turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Message(Message),
+    /// msgpack `nil`: a keepalive/heartbeat no-op (V14).
+    Nil,
+    /// Not an acceptable message, but the stream is still in sync: count it and keep reading.
+    /// When it carried a `chunk`, ack it: a resend could never succeed (M02, M04, M15).
+    Rejected {
+        reason: &'static str,
+        chunk: Option<Bytes>,
+    },
+}
+
+struct Opts {
+    chunk: Option<Bytes>,
+    compressed: Option<Bytes>,
+    signal: u8,
+}
+
+fn parse_options(frame: &Bytes, pos: usize, end: usize) -> Opts {
+    let mut o = Opts {
+        chunk: None,
+        compressed: None,
+        signal: 0,
+    };
+    let s = &frame[pos..end];
+    let Some((n, mut off)) = read_map_len(s) else {
+        // nil (old Docker) or anything else: no options.
+        return o;
+    };
+    for _ in 0..n {
+        let Ok(kend) = skip_complete(s, off) else { return o };
+        let Ok(vend) = skip_complete(s, kend) else { return o };
+        if let Some((ks, ke)) = read_str_or_bin(&s[off..kend]) {
+            let key = &s[off + ks..off + ke];
+            let val = &s[kend..vend];
+            match key {
+                b"chunk" => {
+                    if let Some((vs, ve)) = read_str_or_bin(val) {
+                        o.chunk = Some(frame.slice(pos + kend + vs..pos + kend + ve));
+                    }
+                }
+                b"compressed" => {
+                    if let Some((vs, ve)) = read_str_or_bin(val) {
+                        o.compressed = Some(frame.slice(pos + kend + vs..pos + kend + ve));
+                    }
+                }
+                b"fluent_signal" => {
+                    if let Some(&b @ 0..=0x7f) = val.first() {
+                        o.signal = b;
+                    }
+                }
+                _ => {}
+            }
+        }
+        off = vend;
+    }
+    o
+}
+
+/// Collects events, applying the skip_invalid_event policy.
+struct Events<'l> {
+    out: Vec<Event>,
+    invalid: usize,
+    reason: Option<&'static str>,
+    limits: &'l DecodeLimits,
+}
+
+impl<'l> Events<'l> {
+    fn invalid(&mut self, reason: &'static str) -> Result<(), DecodeError> {
+        if !self.limits.skip_invalid_event {
+            return Err(DecodeError::InvalidEvent(reason));
+        }
+        self.invalid += 1;
+        self.reason.get_or_insert(reason);
+        Ok(())
+    }
+
+    /// Adds the event whose time spans `buf[tp..te]` and record `buf[rp..re]`.
+    fn push(&mut self, buf: &Bytes, tp: usize, te: usize, rp: usize, re: usize) -> Result<(), DecodeError> {
+        let time = match read_time(buf, tp, te)? {
+            TimeValue::Time(t) => t,
+            TimeValue::Invalid(r) => return self.invalid(r),
+        };
+        if read_map_len(&buf[rp..re]).is_none() {
+            return self.invalid("record_not_a_map");
+        }
+        self.out.push(Event {
+            time,
+            record: Record::from_msgpack_unchecked(buf.slice(rp..re)),
+        });
+        Ok(())
+    }
+
+    /// Adds the `[time, record]` entry at `buf[pos..end]`.
+    fn push_entry(&mut self, buf: &Bytes, pos: usize, end: usize) -> Result<(), DecodeError> {
+        match read_array_len(&buf[pos..end]) {
+            Some((2, hl)) => {
+                let tp = pos + hl;
+                let te = skip_complete(buf, tp)?;
+                let re = skip_complete(buf, te)?;
+                self.push(buf, tp, te, te, re)
+            }
+            _ => self.invalid("entry_not_a_pair"),
+        }
+    }
+}
+
+fn tag_of(frame: &Bytes, pos: usize, end: usize) -> Option<Tag> {
+    let (s, e) = read_str_or_bin(&frame[pos..end])?;
+    Some(Tag::new(frame.slice(pos + s..pos + e)))
+}
+
+/// Parses one complete frame (as cut by [`Framer`]).
+pub fn parse_message(frame: Bytes, limits: &DecodeLimits) -> Result<Parsed, DecodeError> {
+    if frame.first() == Some(&0xc0) {
+        return Ok(Parsed::Nil);
+    }
+    let Some((n, hl)) = read_array_len(&frame) else {
+        return Ok(Parsed::Rejected {
+            reason: "not_an_array",
+            chunk: None,
+        });
+    };
+    // Offsets of the top-level elements (at most 4 are meaningful).
+    if !(2..=4).contains(&n) {
+        return Ok(Parsed::Rejected {
+            reason: "bad_message_length",
+            chunk: None,
+        });
+    }
+    let mut bounds = [(0usize, 0usize); 4];
+    let mut pos = hl;
+    for b in bounds.iter_mut().take(n as usize) {
+        let end = skip_complete(&frame, pos)?;
+        *b = (pos, end);
+        pos = end;
+    }
+    let n = n as usize;
+    let (ep, ee) = bounds[1];
+    let mode = match frame[ep] {
+        0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => Mode::PackedForward,
+        0x90..=0x9f | 0xdc | 0xdd => Mode::Forward,
+        _ => Mode::Message,
+    };
+    let opt_index = match mode {
+        Mode::Message => 3,
+        _ => 2,
+    };
+    let opts = if n > opt_index {
+        parse_options(&frame, bounds[opt_index].0, bounds[opt_index].1)
+    } else {
+        parse_options(&frame, 0, 0)
+    };
+    if mode == Mode::Message && n < 3 {
+        return Ok(Parsed::Rejected {
+            reason: "message_too_short",
+            chunk: None,
+        });
+    }
+    if mode != Mode::Message && n > 3 {
+        return Ok(Parsed::Rejected {
+            reason: "bad_message_length",
+            chunk: opts.chunk,
+        });
+    }
+    let Some(tag) = tag_of(&frame, bounds[0].0, bounds[0].1) else {
+        return Ok(Parsed::Rejected {
+            reason: "tag_not_a_string",
+            chunk: opts.chunk,
+        });
+    };
+    let mut ev = Events {
+        out: Vec::new(),
+        invalid: 0,
+        reason: None,
+        limits,
+    };
+    let mut mode = mode;
+    match mode {
+        Mode::Message => {
+            let (rp, re) = bounds[2];
+            ev.push(&frame, ep, ee, rp, re)?;
+        }
+        Mode::Forward => {
+            let (cnt, ahl) = read_array_len(&frame[ep..ee]).ok_or(DecodeError::Malformed("bad array"))?;
+            ev.out.reserve((cnt as usize).min(1024));
+            let mut p = ep + ahl;
+            for _ in 0..cnt {
+                let e = skip_complete(&frame, p)?;
+                ev.push_entry(&frame, p, e)?;
+                p = e;
+            }
+        }
+        Mode::PackedForward | Mode::CompressedPackedForward => {
+            let (s, e) = read_str_or_bin(&frame[ep..ee]).ok_or(DecodeError::Malformed("bad str"))?;
+            let payload = frame.slice(ep + s..ep + e);
+            let gz = match opts.compressed.as_deref() {
+                None => payload.starts_with(&GZIP_MAGIC),
+                Some(b"gzip") => true,
+                Some(b"text") | Some(b"") => false,
+                Some(other) => {
+                    return Err(DecodeError::UnknownCompression(
+                        String::from_utf8_lossy(other).into_owned(),
+                    ))
+                }
+            };
+            let stream = if gz {
+                mode = Mode::CompressedPackedForward;
+                Bytes::from(gunzip_capped(&payload, limits.max_decompressed)?)
+            } else {
+                payload
+            };
+            let mut p = 0;
+            while p < stream.len() {
+                // All-or-nothing: garbage anywhere in the stream rejects the whole message (M14).
+                let e = skip_complete(&stream, p).map_err(|_| DecodeError::Malformed("broken entry stream"))?;
+                ev.push_entry(&stream, p, e)?;
+                p = e;
+            }
+        }
+    }
+    if opts.signal != 0 {
+        // A logs-only pipeline: metrics and traces are acked but not kept.
+        let dropped = ev.out.len();
+        ev.out.clear();
+        ev.invalid += dropped;
+        ev.reason.get_or_insert("non_log_signal");
+    }
+    Ok(Parsed::Message(Message {
+        tag,
+        events: ev.out,
+        chunk: opts.chunk,
+        invalid_events: ev.invalid,
+        invalid_reason: ev.reason,
+        signal: opts.signal,
+        mode,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_hex(h: &str) -> Result<Parsed, DecodeError> {
+        let b = hex::decode(h).unwrap();
+        let mut buf = BytesMut::from(&b[..]);
+        let frame = Framer::new().next_frame(&mut buf, 1 << 20)?.expect("complete");
+        assert!(buf.is_empty());
+        parse_message(frame, &DecodeLimits::default())
+    }
+
+    fn msg(p: Result<Parsed, DecodeError>) -> Message {
+        match p {
+            Ok(Parsed::Message(m)) => m,
+            other => panic!("not a message: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn v01_message() {
+        let m = msg(parse_hex("93aa6170702e616363657373ce55ece6f881a76d657373616765a568656c6c6f"));
+        assert_eq!(m.tag.as_bytes(), b"app.access");
+        assert_eq!(m.events.len(), 1);
+        assert_eq!(m.mode, Mode::Message);
+        assert!(m.chunk.is_none());
+    }
+
+    #[test]
+    fn v09_packed_str32_with_ruby_chunk() {
+        let m = msg(parse_hex("93aa6170702e616363657373db0000001e92d70055ece6f80000000081a16e0192d70055ece6f80000000181a16e0283a473697a6502aa636f6d70726573736564a474657874a56368756e6bb941414543417751464267634943516f4c4441304f44773d3d0a"));
+        assert_eq!(m.events.len(), 2);
+        assert_eq!(m.chunk.as_deref(), Some(&b"AAECAwQFBgcICQoLDA0ODw==\n"[..]));
+        assert_eq!(m.mode, Mode::PackedForward);
+    }
+
+    #[test]
+    fn v11_multi_member_gzip() {
+        let m = msg(parse_hex("93aa6170702e616363657373c4451f8b08000000000002039b749d21f4cdb31f0c40d0b8308f110043c3062b0f0000001f8b08000000000002039b749d21f4cdb31f0c0c0c8c8d0bf3980049bb6f8f0f00000081aa636f6d70726573736564a4677a6970"));
+        assert_eq!(m.events.len(), 2);
+        assert_eq!(m.mode, Mode::CompressedPackedForward);
+    }
+
+    #[test]
+    fn m03_record_not_a_map_is_dropped_and_counted() {
+        let m = msg(parse_hex("93a174ce55ece6f8a96e6f742d612d6d6170"));
+        assert!(m.events.is_empty());
+        assert_eq!(m.invalid_events, 1);
+    }
+
+    #[test]
+    fn m14_garbage_in_packed_stream_rejects_whole_message() {
+        let r = parse_hex("93a174c40c92d7000000000000000000c181a56368756e6bb841414543417751464267634943516f4c4441304f44773d3d");
+        assert!(matches!(r, Err(DecodeError::Malformed(_))), "{r:?}");
+    }
+}

@@ -1,0 +1,101 @@
+//! in_forward settings (Fluentd's parameter names; see docs/plugins/in_forward.md).
+
+use crate::codec::handshake::ServerSecurity;
+use crate::codec::DecodeLimits;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default TCP/UDP port.
+pub const DEFAULT_PORT: u16 = 24224;
+/// Default bind address.
+pub const DEFAULT_BIND: &str = "0.0.0.0";
+/// Default cap on simultaneous connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default time a half-received frame may wait for its next byte.
+pub const DEFAULT_PARTIAL_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time for a peer to finish the security handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// TLS for `<transport tls>`.
+#[derive(Debug, Clone)]
+pub struct TlsServerConfig {
+    /// PEM certificate chain.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1; unencrypted).
+    pub private_key_path: PathBuf,
+    /// PEM CA bundle used to verify client certificates when `client_cert_auth` is true.
+    pub ca_path: Option<PathBuf>,
+    /// Require and verify a client certificate (mutual TLS).
+    pub client_cert_auth: bool,
+}
+
+/// Everything in_forward needs.
+#[derive(Debug, Clone)]
+pub struct InForwardConfig {
+    /// `@id`: names the plugin in metrics and logs.
+    pub id: String,
+    /// `bind`: address for TCP and the UDP heartbeat.
+    pub bind: String,
+    /// `port`: TCP and UDP port (0 picks a free port; tests use it).
+    pub port: u16,
+    /// `unix_path`: also (or instead, with `port` unset) listen on a Unix socket (FireLens).
+    pub unix_path: Option<PathBuf>,
+    /// `unix_perm`: permissions of the Unix socket file.
+    pub unix_perm: u32,
+    /// Decoding limits: `chunk_size_limit`, `decompression_size_limit`, `skip_invalid_event`.
+    pub limits: DecodeLimits,
+    /// `chunk_size_warn_limit`: log (rate-limited) and count messages above this size.
+    pub chunk_size_warn_limit: Option<usize>,
+    /// `tag`: replace every incoming tag.
+    pub tag: Option<String>,
+    /// `add_tag_prefix`: prefix every incoming tag with `PREFIX.`.
+    pub add_tag_prefix: Option<String>,
+    /// `source_address_key`: add the peer's IP address to every record under this key.
+    pub source_address_key: Option<String>,
+    /// `source_hostname_key`: add the peer's host name (reverse lookup; the IP when none).
+    pub source_hostname_key: Option<String>,
+    /// `deny_keepalive`: close each connection after its first message (and its ack).
+    pub deny_keepalive: bool,
+    /// `send_keepalive_packet`: SO_KEEPALIVE on accepted sockets.
+    pub send_keepalive_packet: bool,
+    /// `linger_timeout`: SO_LINGER on close; 0 sends RST instead of leaving TIME_WAIT.
+    pub linger_timeout: Option<Duration>,
+    /// `max_connections`: connections beyond this are closed at once and counted.
+    pub max_connections: usize,
+    /// `partial_frame_timeout`: a connection holding an incomplete frame that receives nothing
+    /// for this long is closed. Idle connections between messages are never closed: Docker
+    /// keeps one connection per container for its whole life.
+    pub partial_frame_timeout: Duration,
+    /// `<security>`: the HELO/PING/PONG handshake.
+    pub security: Option<ServerSecurity>,
+    /// `handshake_timeout`: time for a peer to send its PING.
+    pub handshake_timeout: Duration,
+    /// `<transport tls>`.
+    pub tls: Option<TlsServerConfig>,
+}
+
+impl Default for InForwardConfig {
+    fn default() -> Self {
+        InForwardConfig {
+            id: "in_forward".into(),
+            bind: DEFAULT_BIND.into(),
+            port: DEFAULT_PORT,
+            unix_path: None,
+            unix_perm: 0o644,
+            limits: DecodeLimits::default(),
+            chunk_size_warn_limit: None,
+            tag: None,
+            add_tag_prefix: None,
+            source_address_key: None,
+            source_hostname_key: None,
+            deny_keepalive: false,
+            send_keepalive_packet: false,
+            linger_timeout: Some(Duration::ZERO),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            partial_frame_timeout: DEFAULT_PARTIAL_FRAME_TIMEOUT,
+            security: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            tls: None,
+        }
+    }
+}

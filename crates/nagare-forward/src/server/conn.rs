@@ -1,0 +1,413 @@
+//! One in_forward connection: handshake, read, frame, decode, emit, ack.
+//!
+//! Invariants:
+//! * An ack is written only with the [`Committed`] proof a successful emit returns; acks go
+//!   out in message order (messages are processed strictly in sequence).
+//! * Events decoded from one read are batched per tag into one emit; the acks of the batch go
+//!   out together after it.
+//! * A decode error closes the connection without acking the bad message; events decoded
+//!   before it in the same read are emitted and acked first (as fluentd does).
+//! * A failed emit (buffer full, shutting down) closes the connection with no ack, so the
+//!   client resends: back-pressure travels upstream.
+//! * Memory per connection: the read buffer holds at most one frame (`chunk_size_limit`),
+//!   plus the current batch; an incomplete frame with no progress for `partial_frame_timeout`
+//!   closes the connection.
+
+use super::config::InForwardConfig;
+use super::stats::InForwardStats;
+use crate::codec::handshake::{random16, Helo, Ping, Pong, ServerSecurity};
+use crate::codec::{parse_message, DecodeError, Framer, Parsed};
+use bytes::BytesMut;
+use nagare_core::ack::{Committed, PendingAck};
+use nagare_core::ratelimit::LogLimiter;
+use nagare_core::shutdown::Shutdown;
+use nagare_core::{Event, EventSink, EventStream, Tag};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+/// A batch is emitted once it holds this many events, even within one read.
+const MAX_BATCH_EVENTS: usize = 8192;
+/// Largest handshake frame accepted.
+const MAX_HANDSHAKE_FRAME: usize = 64 * 1024;
+
+/// A byte stream in_forward can serve, and how to close it abortively.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Sets SO_LINGER before an error close (`Some(0)` sends RST).
+    fn set_linger(&self, _linger: Option<Duration>) {}
+}
+
+impl Transport for tokio::net::TcpStream {
+    fn set_linger(&self, linger: Option<Duration>) {
+        // A non-zero linger would block the runtime thread in close(); only RST is applied.
+        if linger == Some(Duration::ZERO) {
+            let _ = socket2::SockRef::from(self).set_linger(linger);
+        }
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn set_linger(&self, linger: Option<Duration>) {
+        Transport::set_linger(self.get_ref().0, linger);
+    }
+}
+
+#[cfg(unix)]
+impl Transport for tokio::net::UnixStream {}
+
+/// Who is on the other end.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub name: String,
+    pub ip: Option<IpAddr>,
+}
+
+impl Peer {
+    pub fn ip(addr: SocketAddr) -> Peer {
+        Peer {
+            name: addr.to_string(),
+            ip: Some(addr.ip()),
+        }
+    }
+    pub fn unix() -> Peer {
+        Peer {
+            name: "unix".into(),
+            ip: None,
+        }
+    }
+}
+
+/// Shared by every connection of one in_forward.
+pub struct Ctx {
+    pub cfg: Arc<InForwardConfig>,
+    pub stats: InForwardStats,
+    pub sink: Arc<dyn EventSink>,
+    limiter: LogLimiter,
+}
+
+impl Ctx {
+    pub fn new(cfg: Arc<InForwardConfig>, stats: InForwardStats, sink: Arc<dyn EventSink>) -> Self {
+        Ctx {
+            cfg,
+            stats,
+            sink,
+            limiter: LogLimiter::default(),
+        }
+    }
+
+    /// A rate-limited warning naming the peer and the reason.
+    pub fn warn(&self, reason: &str, peer: &str, msg: &str) {
+        if let Some(suppressed) = self.limiter.check(&format!("{reason}|{peer}")) {
+            tracing::warn!(plugin_id = %self.cfg.id, %peer, reason, suppressed, "in_forward: {msg}");
+        }
+    }
+
+    fn rewrite_tag(&self, tag: Tag) -> Tag {
+        if let Some(t) = &self.cfg.tag {
+            return Tag::from(t.as_str());
+        }
+        match &self.cfg.add_tag_prefix {
+            Some(p) => {
+                let mut v = Vec::with_capacity(p.len() + 1 + tag.as_bytes().len());
+                v.extend_from_slice(p.as_bytes());
+                v.push(b'.');
+                v.extend_from_slice(tag.as_bytes());
+                Tag::new(v)
+            }
+            None => tag,
+        }
+    }
+}
+
+/// How a connection ended.
+enum Close {
+    /// The peer closed or reset.
+    Peer,
+    /// We close after writing everything owed (FIN).
+    Graceful,
+    /// We close because of bad input or a failed commit (counted with this reason).
+    Error(&'static str),
+}
+
+/// Serves one connection to the end.
+pub async fn serve<S: Transport>(mut io: S, peer: Peer, ctx: Arc<Ctx>, mut shutdown: Shutdown) {
+    ctx.stats.connections_open.add(1);
+    let close = run(&mut io, &peer, &ctx, &mut shutdown).await;
+    match close {
+        Close::Peer => {}
+        Close::Graceful => {
+            let _ = io.shutdown().await;
+        }
+        Close::Error(reason) => {
+            ctx.stats.connections_closed.inc(reason);
+            io.set_linger(ctx.cfg.linger_timeout);
+        }
+    }
+    ctx.stats.connections_open.add(-1);
+}
+
+/// Events waiting for one emit, and the acks that depend on it.
+struct Batch {
+    tag: Option<Tag>,
+    events: Vec<Event>,
+    acks: Vec<PendingAck>,
+}
+
+impl Batch {
+    async fn flush(&mut self, ctx: &Ctx, out: &mut BytesMut) -> Result<(), Close> {
+        let proof = if self.events.is_empty() {
+            // Nothing to keep (M16, rejected messages with a chunk): nothing can be lost.
+            Committed::new()
+        } else {
+            let tag = self.tag.clone().unwrap_or_else(|| Tag::from(""));
+            let events = std::mem::take(&mut self.events);
+            let n = events.len() as u64;
+            match ctx.sink.emit(EventStream::new(tag, events)).await {
+                Ok(p) => {
+                    ctx.stats.events.add(n);
+                    p
+                }
+                Err(e) => {
+                    // Dropping the pending acks counts them as withheld.
+                    self.acks.clear();
+                    return Err(Close::Error(e.reason));
+                }
+            }
+        };
+        let mut acks = std::mem::take(&mut self.acks).into_iter();
+        if let Some(first) = acks.next() {
+            first.commit(proof, out);
+            ctx.stats.acks_sent.inc();
+            for a in acks {
+                a.commit(Committed::new(), out);
+                ctx.stats.acks_sent.inc();
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn read_more<S: Transport>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    ctx: &Ctx,
+    shutdown: &mut Shutdown,
+    deadline: Option<Duration>,
+) -> Result<usize, Close> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    let read = async {
+        match deadline {
+            Some(d) => tokio::time::timeout(d, io.read_buf(buf)).await.ok(),
+            None => Some(io.read_buf(buf).await),
+        }
+    };
+    let r = tokio::select! {
+        r = read => r,
+        _ = shutdown.wait() => return Err(Close::Graceful),
+    };
+    match r {
+        None => Err(Close::Error("partial_frame_timeout")),
+        Some(Ok(0)) | Some(Err(_)) => Err(Close::Peer),
+        Some(Ok(n)) => {
+            ctx.stats.bytes.add(n as u64);
+            Ok(n)
+        }
+    }
+}
+
+async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Shutdown) -> Close {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut framer = Framer::new();
+    if let Some(sec) = &ctx.cfg.security {
+        if let Err(c) = handshake(io, &mut buf, &mut framer, peer, ctx, sec, shutdown).await {
+            return c;
+        }
+    }
+    let limits = &ctx.cfg.limits;
+    let mut out = BytesMut::new();
+    let mut batch = Batch {
+        tag: None,
+        events: Vec::new(),
+        acks: Vec::new(),
+    };
+    let mut messages = 0u64;
+    loop {
+        let deadline = (!buf.is_empty()).then_some(ctx.cfg.partial_frame_timeout);
+        if let Err(c) = read_more(io, &mut buf, ctx, shutdown, deadline).await {
+            if !buf.is_empty() && matches!(c, Close::Peer) {
+                // M01: an incomplete message at EOF is dropped, not acked.
+                ctx.stats.messages_rejected.inc("truncated_at_eof");
+            }
+            return c;
+        }
+        let mut failure = None;
+        loop {
+            let frame = match framer.next_frame(&mut buf, limits.max_frame) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            ctx.stats.messages.inc();
+            if let Some(w) = ctx.cfg.chunk_size_warn_limit {
+                if frame.len() > w {
+                    ctx.stats.large_messages_warned.inc();
+                    ctx.warn("large", &peer.name, &format!("message of {} bytes is over chunk_size_warn_limit {w}", frame.len()));
+                }
+            }
+            match parse_message(frame, limits) {
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+                Ok(Parsed::Nil) => {}
+                Ok(Parsed::Rejected { reason, chunk }) => {
+                    ctx.stats.messages_rejected.inc(reason);
+                    ctx.warn(reason, &peer.name, &format!("message rejected: {reason}"));
+                    if let Some(c) = chunk {
+                        batch.acks.push(PendingAck::new(c, ctx.stats.acks_withheld.clone()));
+                    }
+                }
+                Ok(Parsed::Message(m)) => {
+                    messages += 1;
+                    if m.invalid_events > 0 {
+                        let reason = m.invalid_reason.unwrap_or("invalid_event");
+                        ctx.stats.events_dropped.add(reason, m.invalid_events as u64);
+                        ctx.warn(reason, &peer.name, &format!("{} invalid event(s) dropped: {reason}", m.invalid_events));
+                    }
+                    let tag = ctx.rewrite_tag(m.tag);
+                    let mut events = m.events;
+                    add_source_fields(ctx, peer, &mut events);
+                    if !events.is_empty() {
+                        if batch.tag.as_ref() != Some(&tag) && !batch.events.is_empty() {
+                            if let Err(c) = batch.flush(ctx, &mut out).await {
+                                return c;
+                            }
+                        }
+                        batch.tag = Some(tag);
+                        if batch.events.is_empty() {
+                            batch.events = events;
+                        } else {
+                            batch.events.append(&mut events);
+                        }
+                    }
+                    if let Some(c) = m.chunk {
+                        batch.acks.push(PendingAck::new(c, ctx.stats.acks_withheld.clone()));
+                    }
+                    if batch.events.len() >= MAX_BATCH_EVENTS {
+                        if let Err(c) = batch.flush(ctx, &mut out).await {
+                            return c;
+                        }
+                    }
+                }
+            }
+        }
+        let flushed = batch.flush(ctx, &mut out).await;
+        if !out.is_empty() {
+            if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
+                return Close::Peer;
+            }
+            out.clear();
+        }
+        if let Err(c) = flushed {
+            ctx.warn("emit_failed", &peer.name, "events not committed; closing connection without ack");
+            return c;
+        }
+        if let Some(e) = failure {
+            log_decode_error(ctx, peer, &e);
+            return Close::Error(e.reason());
+        }
+        if ctx.cfg.deny_keepalive && messages > 0 {
+            return Close::Graceful;
+        }
+        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+            // Give back the memory of a large frame once it has been handled.
+            buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+    }
+}
+
+fn log_decode_error(ctx: &Ctx, peer: &Peer, e: &DecodeError) {
+    ctx.warn(e.reason(), &peer.name, &format!("closing connection: {e}"));
+}
+
+fn add_source_fields(ctx: &Ctx, peer: &Peer, events: &mut [Event]) {
+    let ip = peer.ip.map(|i| i.to_string()).unwrap_or_default();
+    for key in [&ctx.cfg.source_address_key, &ctx.cfg.source_hostname_key].into_iter().flatten() {
+        for e in events.iter_mut() {
+            e.record = e.record.with_str_field(key.as_bytes(), ip.as_bytes());
+        }
+    }
+}
+
+async fn handshake<S: Transport>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    framer: &mut Framer,
+    peer: &Peer,
+    ctx: &Ctx,
+    sec: &ServerSecurity,
+    shutdown: &mut Shutdown,
+) -> Result<(), Close> {
+    let helo = Helo {
+        nonce: random16(),
+        auth: random16(),
+        keepalive: !ctx.cfg.deny_keepalive,
+    };
+    let mut out = BytesMut::new();
+    helo.encode(&mut out);
+    if io.write_all(&out).await.is_err() {
+        return Err(Close::Peer);
+    }
+    let frame = loop {
+        match framer.next_frame(buf, MAX_HANDSHAKE_FRAME) {
+            Ok(Some(f)) => break f,
+            Ok(None) => {}
+            Err(e) => return Err(Close::Error(e.reason())),
+        }
+        // A transport heartbeat connects, handshakes and closes; EOF here is normal.
+        read_more(io, buf, ctx, shutdown, Some(ctx.cfg.handshake_timeout)).await?;
+    };
+    let verdict = match Ping::decode(&frame) {
+        Ok(ping) => sec.check_ping(&ping, peer.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), &helo.nonce, &helo.auth),
+        Err(_) => Err("malformed PING".to_string()),
+    };
+    out.clear();
+    match verdict {
+        Ok(pong) => {
+            pong.encode(&mut out);
+            if io.write_all(&out).await.is_err() {
+                return Err(Close::Peer);
+            }
+            Ok(())
+        }
+        Err(reason) => {
+            let label = auth_label(&reason);
+            ctx.stats.auth_failures.inc(label);
+            ctx.stats.connections_closed.inc("auth_failed");
+            ctx.warn(label, &peer.name, &format!("handshake refused: {reason}"));
+            Pong::refusal(reason).encode(&mut out);
+            let _ = io.write_all(&out).await;
+            Err(Close::Graceful)
+        }
+    }
+}
+
+fn auth_label(reason: &str) -> &'static str {
+    if reason.starts_with("shared_key") {
+        "shared_key_mismatch"
+    } else if reason.starts_with("username") {
+        "password_mismatch"
+    } else if reason.starts_with("anonymous") {
+        "anonymous_source_denied"
+    } else {
+        "malformed_ping"
+    }
+}
