@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::ConfigError;
-use crate::ruby::{self, RubyContext};
+use crate::ruby::{self, ParseOptions};
 use crate::tree::Span;
 use crate::value::Json;
 
@@ -49,12 +49,6 @@ impl<'t> Cursor<'t> {
         self.rest().chars().next()
     }
 
-    pub(crate) fn peek2(&self) -> Option<char> {
-        let mut it = self.rest().chars();
-        it.next();
-        it.next()
-    }
-
     pub(crate) fn bump(&mut self) -> Option<char> {
         let c = self.peek()?;
         self.pos += c.len_utf8();
@@ -78,7 +72,11 @@ impl<'t> Cursor<'t> {
     /// The span of the current position.
     pub(crate) fn span(&self) -> Span {
         let col = self.text[self.line_start..self.pos].chars().count() + 1;
-        Span::new(&self.file, self.line, u32::try_from(col).unwrap_or(u32::MAX))
+        Span::new(
+            &self.file,
+            self.line,
+            u32::try_from(col).unwrap_or(u32::MAX),
+        )
     }
 
     pub(crate) fn error(&self, message: impl Into<String>) -> ConfigError {
@@ -111,12 +109,6 @@ impl<'t> Cursor<'t> {
         }
     }
 
-    /// After blanks: the end of the line, the end of the file, or a comment.
-    pub(crate) fn at_line_end(&self) -> bool {
-        let rest = self.rest().trim_start_matches([' ', '\t', '\r']);
-        rest.is_empty() || rest.starts_with('\n') || rest.starts_with('#')
-    }
-
     /// Requires the rest of the line to be blank or a comment, and consumes it and the newline.
     pub(crate) fn expect_line_end(&mut self, after: &str) -> Result<(), ConfigError> {
         self.skip_blanks();
@@ -147,6 +139,15 @@ impl<'t> Cursor<'t> {
             self.bump();
         }
         &self.text[start..self.pos]
+    }
+
+    /// A section tag's argument: everything up to `>` on this line (not consumed), trimmed.
+    pub(crate) fn scan_tag_arg(&mut self) -> &'t str {
+        let start = self.pos;
+        while !matches!(self.peek(), None | Some('>' | '\n')) {
+            self.bump();
+        }
+        self.text[start..self.pos].trim()
     }
 
     /// `[a-zA-Z0-9_]+` (a section name), possibly empty.
@@ -209,7 +210,10 @@ impl<'t> Cursor<'t> {
 
     /// A double-quoted string; the cursor is on the opening quote. Escapes and `#{...}` are
     /// evaluated (see [`Cursor::scan_double_quoted_body`]).
-    pub(crate) fn scan_double_quoted(&mut self, ruby: &RubyContext) -> Result<String, ConfigError> {
+    pub(crate) fn scan_double_quoted(
+        &mut self,
+        ruby: &ParseOptions,
+    ) -> Result<String, ConfigError> {
         let open = self.span();
         self.bump();
         self.scan_double_quoted_body(ruby, Some(open))
@@ -223,7 +227,7 @@ impl<'t> Cursor<'t> {
     /// before any other letter or digit it is an error. `#{...}` is evaluated by [`ruby`].
     pub(crate) fn scan_double_quoted_body(
         &mut self,
-        ruby: &RubyContext,
+        ruby: &ParseOptions,
         open: Option<Span>,
     ) -> Result<String, ConfigError> {
         let mut out = String::new();
@@ -408,31 +412,56 @@ mod tests {
         let mut c = cursor("'multi\nline'");
         assert_eq!(c.scan_single_quoted().unwrap(), "multi\nline");
         let err = cursor("'open").scan_single_quoted().unwrap_err();
-        assert_eq!(err.to_string(), "t.conf:1:1: unterminated single-quoted string: expected a closing '");
+        assert_eq!(
+            err.to_string(),
+            "t.conf:1:1: unterminated single-quoted string: expected a closing '"
+        );
     }
 
     #[test]
     fn double_quoted_escapes() {
-        let ctx = RubyContext::for_tests(&[]);
-        let mut c = cursor(r#""q\" b\\ n\n t\t r\r \# \$ \[ x\
-y""#);
-        assert_eq!(c.scan_double_quoted(&ctx).unwrap(), "q\" b\\ n\n t\t r\r # $ [ xy");
+        let ctx = ParseOptions::for_tests(&[]);
+        let mut c = cursor(
+            r#""q\" b\\ n\n t\t r\r \# \$ \[ x\
+y""#,
+        );
+        assert_eq!(
+            c.scan_double_quoted(&ctx).unwrap(),
+            "q\" b\\ n\n t\t r\r # $ [ xy"
+        );
         let err = cursor(r#""\z""#).scan_double_quoted(&ctx).unwrap_err();
-        assert!(err.to_string().starts_with("t.conf:1:2: unknown escape '\\z'"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("t.conf:1:2: unknown escape '\\z'"),
+            "{err}"
+        );
         let err = cursor("\"open\n").scan_double_quoted(&ctx).unwrap_err();
-        assert!(err.to_string().starts_with("t.conf:1:1: unterminated double-quoted"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("t.conf:1:1: unterminated double-quoted"),
+            "{err}"
+        );
     }
 
     #[test]
     fn json_spans_lines_and_skips_comments() {
         let mut c = cursor("[\"a\", # one\n \"b#c\",\n 1]  # tail\nnext");
         assert_eq!(c.scan_json().unwrap(), r##"["a","b#c",1]"##);
-        assert!(c.at_line_end());
+        c.expect_line_end("the value").unwrap();
+        assert_eq!(c.rest(), "next");
         let mut c = cursor("{\"z\": 1,\n \"a\": {\"k\": [true, null]}}");
         assert_eq!(c.scan_json().unwrap(), r#"{"z":1,"a":{"k":[true,null]}}"#);
         let err = cursor("[1,\n2\n").scan_json().unwrap_err();
-        assert!(err.to_string().starts_with("t.conf:1:1: unterminated JSON array"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("t.conf:1:1: unterminated JSON array"),
+            "{err}"
+        );
         let err = cursor("{t}").scan_json().unwrap_err();
-        assert!(err.to_string().starts_with("t.conf:1:1: invalid JSON object"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("t.conf:1:1: invalid JSON object"),
+            "{err}"
+        );
     }
 }

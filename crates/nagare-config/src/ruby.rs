@@ -48,14 +48,14 @@ impl ParseOptions {
         }
     }
 
-    fn var(&self, name: &str) -> Option<String> {
+    fn env_var(&self, name: &str) -> Option<String> {
         match &self.env {
             Some(vars) => vars.get(name).cloned(),
             None => std::env::var(name).ok(),
         }
     }
 
-    fn hostname(&self) -> Result<String, String> {
+    fn resolve_hostname(&self) -> Result<String, String> {
         if let Some(h) = &self.hostname {
             return Ok(h.clone());
         }
@@ -83,9 +83,7 @@ pub(crate) fn eval(code: &str, ctx: &ParseOptions, span: &Span) -> Result<String
     let unsupported = || {
         ConfigError::at(
             span,
-            format!(
-                "embedded Ruby is not supported: #{{{code}}}; supported forms: {SUPPORTED}"
-            ),
+            format!("embedded Ruby is not supported: #{{{code}}}; supported forms: {SUPPORTED}"),
         )
     };
     let tokens = tokenize(code).ok_or_else(unsupported)?;
@@ -262,7 +260,7 @@ impl Parser<'_> {
                 Some(Tok::LBracket) => {
                     let name = self.string()?;
                     self.expect(&Tok::RBracket)?;
-                    Ok(self.ctx.var(&name))
+                    Ok(self.ctx.env_var(&name))
                 }
                 Some(Tok::Dot) => {
                     self.ident("fetch")?;
@@ -277,7 +275,7 @@ impl Parser<'_> {
                         }
                         _ => return Err(Fail::Unsupported),
                     };
-                    match (self.ctx.var(&name), default) {
+                    match (self.ctx.env_var(&name), default) {
                         (Some(v), _) => Ok(Some(v)),
                         (None, Some(d)) => Ok(Some(d)),
                         (None, None) => Err(Fail::Message(format!(
@@ -293,7 +291,7 @@ impl Parser<'_> {
                     self.expect(&Tok::Dot)?;
                     self.ident("gethostname")?;
                 }
-                let host = self.ctx.hostname().map_err(Fail::Message)?;
+                let host = self.ctx.resolve_hostname().map_err(Fail::Message)?;
                 self.split_suffix(host)
             }
             Tok::Ident(id) if id == "worker_id" => Ok(Some("0".to_string())),
@@ -371,7 +369,10 @@ mod tests {
     fn or_takes_the_first_non_nil() {
         assert_eq!(run("ENV['UNSET'] || 'fallback'").unwrap(), "fallback");
         assert_eq!(run("ENV['EMPTY'] || 'fallback'").unwrap(), "");
-        assert_eq!(run("ENV['REGION'] || ENV.fetch('UNSET')").unwrap(), "eu-west-1");
+        assert_eq!(
+            run("ENV['REGION'] || ENV.fetch('UNSET')").unwrap(),
+            "eu-west-1"
+        );
         assert!(run("ENV['REGION'] || system('x')").is_err());
     }
 
@@ -380,7 +381,10 @@ mod tests {
         assert_eq!(run("Socket.gethostname").unwrap(), "web-1.example.com");
         assert_eq!(run("hostname").unwrap(), "web-1.example.com");
         assert_eq!(run("Socket.gethostname.split('.')[0]").unwrap(), "web-1");
-        assert_eq!(run("Socket.gethostname.split(\".\").first").unwrap(), "web-1");
+        assert_eq!(
+            run("Socket.gethostname.split(\".\").first").unwrap(),
+            "web-1"
+        );
         assert_eq!(run("Socket.gethostname.split('.')[-1]").unwrap(), "com");
         assert_eq!(run("Socket.gethostname.split('.')[9]").unwrap(), "");
         assert_eq!(run("worker_id").unwrap(), "0");

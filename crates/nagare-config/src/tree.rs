@@ -146,7 +146,10 @@ mod tests {
 
     #[test]
     fn describe_names_sections() {
-        assert_eq!(Section::new("match", "a.**", span()).describe(), "<match a.**>");
+        assert_eq!(
+            Section::new("match", "a.**", span()).describe(),
+            "<match a.**>"
+        );
         assert_eq!(Section::new("source", "", span()).describe(), "<source>");
         assert_eq!(Section::new("ROOT", "", span()).describe(), "the top level");
         assert_eq!(span().to_string(), "t.conf:1:1");

@@ -197,6 +197,23 @@ pub struct Event {
     pub record: Record,
 }
 
+impl Event {
+    /// Appends the packed-forward entry `[time, record]` (time as EventTime ext, or integer
+    /// seconds when `time_as_integer`).
+    #[inline]
+    pub fn write_entry(&self, out: &mut BytesMut, time_as_integer: bool) {
+        out.put_u8(0x92);
+        self.time.write_msgpack(out, time_as_integer);
+        out.put_slice(self.record.as_bytes());
+    }
+
+    /// Bytes [`Event::write_entry`] writes with EventTime.
+    #[inline]
+    pub fn entry_len(&self) -> usize {
+        11 + self.record.as_bytes().len()
+    }
+}
+
 /// Events sharing one tag, in arrival order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventStream {

@@ -9,11 +9,14 @@
 
 pub mod ack;
 pub mod event;
+pub mod json;
 pub mod metrics;
 pub mod msgpack;
+pub mod output;
 pub mod ratelimit;
 pub mod shutdown;
 pub mod sink;
 
 pub use event::{Event, EventStream, EventTime, Record, Tag};
+pub use output::{Chunk, ChunkId, Output, WriteError};
 pub use sink::{EmitError, EventSink};

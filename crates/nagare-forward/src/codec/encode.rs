@@ -150,9 +150,11 @@ pub struct EntryWriter;
 impl EntryWriter {
     #[inline]
     pub fn write(out: &mut BytesMut, time: EventTime, record: &Record, time_as_integer: bool) {
-        out.put_u8(0x92);
-        time.write_msgpack(out, time_as_integer);
-        out.put_slice(record.as_bytes());
+        Event {
+            time,
+            record: record.clone(),
+        }
+        .write_entry(out, time_as_integer)
     }
 }
 

@@ -236,14 +236,19 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
         acks: Vec::new(),
     };
     let mut messages = 0u64;
+    // Bytes a client pipelined right behind its PING are already in `buf`: frame them before
+    // waiting for another read, or a client waiting for their ack would stall.
+    let mut unread = !buf.is_empty();
     loop {
-        let deadline = (!buf.is_empty()).then_some(ctx.cfg.partial_frame_timeout);
-        if let Err(c) = read_more(io, &mut buf, ctx, shutdown, deadline).await {
-            if !buf.is_empty() && matches!(c, Close::Peer) {
-                // M01: an incomplete message at EOF is dropped, not acked.
-                ctx.stats.messages_rejected.inc("truncated_at_eof");
+        if !std::mem::take(&mut unread) {
+            let deadline = (!buf.is_empty()).then_some(ctx.cfg.partial_frame_timeout);
+            if let Err(c) = read_more(io, &mut buf, ctx, shutdown, deadline).await {
+                if !buf.is_empty() && matches!(c, Close::Peer) {
+                    // M01: an incomplete message at EOF is dropped, not acked.
+                    ctx.stats.messages_rejected.inc("truncated_at_eof");
+                }
+                return c;
             }
-            return c;
         }
         let mut failure = None;
         loop {

@@ -1,0 +1,265 @@
+//! The runtime: builds a pipeline from a configuration tree and runs it.
+//!
+//! ```text
+//! <source> in_forward --emit--> Router(label) --filters--> first <match> --> OutputPlugin
+//!                                                            buffered: append = commit point
+//! ```
+//!
+//! Shutdown happens in two phases: inputs stop first (they watch the caller's signal and
+//! finish the batch they are processing), then outputs get their own signal and drain within
+//! `shutdown_drain_timeout` (`<system>`), whose default fits ECS's 30 s stopTimeout.
+
+pub mod buffer;
+pub mod cli;
+pub mod pattern;
+pub mod plugin;
+pub mod plugins;
+pub mod router;
+
+use nagare_config::{ConfigError, Section};
+use nagare_core::shutdown::{self, Shutdown};
+use nagare_core::EventSink;
+use nagare_forward::server::{InForward, InForwardConfig, InForwardStats};
+use pattern::Pattern;
+use plugin::Tasks;
+use router::Router;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default time outputs get to flush after inputs stopped.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// State shared while building plugins.
+pub struct BuildCtx {
+    /// This host's name (`NAGARE_HOSTNAME` overrides it, for tests).
+    pub hostname: String,
+    /// `<system> shutdown_drain_timeout`.
+    pub drain_timeout: Duration,
+    /// Counter for ids of plugins without `@id`.
+    pub auto_ids: usize,
+}
+
+impl Default for BuildCtx {
+    fn default() -> Self {
+        BuildCtx {
+            hostname: std::env::var("NAGARE_HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(|| hostname::get().ok().map(|h| h.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "localhost".into()),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            auto_ids: 0,
+        }
+    }
+}
+
+struct Source {
+    cfg: InForwardConfig,
+    sink: Arc<dyn EventSink>,
+}
+
+/// A built, not yet running pipeline.
+pub struct Pipeline {
+    sources: Vec<Source>,
+    tasks: Tasks,
+    routes: Vec<String>,
+}
+
+/// An input's bound address, for `--ready-file` and tests.
+#[derive(Debug, Clone)]
+pub struct BoundInput {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub stats: InForwardStats,
+}
+
+/// A running pipeline.
+pub struct Running {
+    pub inputs: Vec<BoundInput>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Resolves once inputs stopped and outputs drained.
+    pub async fn wait(self) {
+        let _ = self.handle.await;
+    }
+}
+
+/// `<system>` parameters Nagare accepts from Fluentd configs and does not act on.
+const SYSTEM_IGNORED: &[&str] = &[
+    "log_level",
+    "suppress_repeated_stacktrace",
+    "emit_error_log_interval",
+    "suppress_config_dump",
+    "without_source",
+    "process_name",
+    "workers",
+    "root_dir",
+    "rpc_endpoint",
+    "enable_get_dump",
+    "log_event_verbose",
+    "ignore_repeated_log_interval",
+    "ignore_same_log_interval",
+    "enable_msgpack_time_support",
+    "file_permission",
+    "dir_permission",
+    "strict_config_value",
+    "disable_shared_socket",
+    "enable_input_metrics",
+    "enable_size_metrics",
+    "enable_jit",
+];
+
+impl Pipeline {
+    /// Builds every plugin and route. Errors carry file:line:col.
+    pub fn build(root: &Section) -> Result<Pipeline, ConfigError> {
+        let mut ctx = BuildCtx::default();
+        let mut tasks = Tasks::default();
+        let mut routes = Vec::new();
+        for sys in root.children_named("system") {
+            let mut p = sys.params();
+            ctx.drain_timeout = p.duration("shutdown_drain_timeout", ctx.drain_timeout)?;
+            for k in SYSTEM_IGNORED {
+                p.ignore(k);
+            }
+            let _ = p.section("log")?;
+            p.finish()?;
+        }
+        let mut labels: HashMap<String, Arc<Router>> = HashMap::new();
+        for l in root.children_named("label") {
+            let name = l.arg.trim().to_string();
+            if !name.starts_with('@') {
+                return Err(ConfigError::new(l.span.clone(), format!("label name must start with '@', got '{name}'")));
+            }
+            if labels.contains_key(&name) {
+                return Err(ConfigError::new(l.span.clone(), format!("label {name} is defined twice")));
+            }
+            let r = build_router(&name, &l.children, &mut ctx, &mut tasks, &mut routes)?;
+            labels.insert(name, Arc::new(r));
+        }
+        let top: Vec<Section> = root
+            .children
+            .iter()
+            .filter(|c| c.name == "filter" || c.name == "match")
+            .cloned()
+            .collect();
+        let root_router: Arc<Router> = Arc::new(build_router("ROOT", &top, &mut ctx, &mut tasks, &mut routes)?);
+        let mut sources = Vec::new();
+        for c in &root.children {
+            match c.name.as_str() {
+                "source" => {
+                    let sink: Arc<dyn EventSink> = match c.param("@label") {
+                        Some(l) => match labels.get(l.value.trim()) {
+                            Some(r) => r.clone(),
+                            None => return Err(ConfigError::new(l.span.clone(), format!("unknown label '{}'", l.value))),
+                        },
+                        None => root_router.clone(),
+                    };
+                    let ty = c.type_name().unwrap_or("");
+                    match ty {
+                        "forward" => sources.push(Source {
+                            cfg: plugins::in_forward::parse(c, &mut ctx)?,
+                            sink,
+                        }),
+                        other => {
+                            return Err(ConfigError::new(
+                                c.span.clone(),
+                                format!("unknown input @type '{other}' (available: forward)"),
+                            ))
+                        }
+                    }
+                }
+                "filter" | "match" | "label" | "system" => {}
+                other => {
+                    return Err(ConfigError::new(
+                        c.span.clone(),
+                        format!("unknown directive <{other}> (expected source, filter, match, label or system)"),
+                    ))
+                }
+            }
+        }
+        Ok(Pipeline { sources, tasks, routes })
+    }
+
+    /// A human-readable routing table (for `--dry-run`).
+    pub fn routes(&self) -> &[String] {
+        &self.routes
+    }
+
+    /// Binds inputs, starts outputs and inputs. Inputs stop when `shutdown` fires; outputs
+    /// drain after all inputs stopped.
+    pub async fn start(self, shutdown: Shutdown) -> std::io::Result<Running> {
+        let mut bound = Vec::new();
+        let mut servers = Vec::new();
+        for s in self.sources {
+            let srv = InForward::bind(s.cfg.clone()).await?;
+            if let Some(addr) = srv.local_addr() {
+                tracing::info!(plugin_id = %s.cfg.id, %addr, "in_forward listening");
+                bound.push(BoundInput {
+                    id: s.cfg.id.clone(),
+                    addr,
+                    stats: srv.stats().clone(),
+                });
+            }
+            servers.push((srv, s.sink));
+        }
+        let (out_trigger, out_shutdown) = shutdown::channel();
+        let mut outputs = tokio::task::JoinSet::new();
+        for t in self.tasks.0 {
+            outputs.spawn(t(out_shutdown.clone()));
+        }
+        let mut inputs = tokio::task::JoinSet::new();
+        for (srv, sink) in servers {
+            inputs.spawn(srv.run(sink, shutdown.clone()));
+        }
+        let handle = tokio::spawn(async move {
+            while inputs.join_next().await.is_some() {}
+            tracing::info!("inputs stopped; draining outputs");
+            out_trigger.fire();
+            while outputs.join_next().await.is_some() {}
+            tracing::info!("outputs drained");
+        });
+        Ok(Running { inputs: bound, handle })
+    }
+}
+
+fn build_router(
+    label: &str,
+    sections: &[Section],
+    ctx: &mut BuildCtx,
+    tasks: &mut Tasks,
+    routes: &mut Vec<String>,
+) -> Result<Router, ConfigError> {
+    let mut r = Router::new(label);
+    for s in sections {
+        let pat = Pattern::new(&s.arg).map_err(|e| ConfigError::new(s.span.clone(), e.to_string()))?;
+        match s.name.as_str() {
+            "match" => {
+                let out = plugins::build_output(s, ctx, tasks)?;
+                routes.push(format!(
+                    "{label}: <match {}> -> @type {} ({})",
+                    pat.as_str(),
+                    s.type_name().unwrap_or("?"),
+                    s.span
+                ));
+                r.matches.push((pat, out));
+            }
+            "filter" => {
+                return Err(ConfigError::new(
+                    s.span.clone(),
+                    format!("filter @type '{}' is not supported yet", s.type_name().unwrap_or("?")),
+                ))
+            }
+            other => {
+                return Err(ConfigError::new(
+                    s.span.clone(),
+                    format!("unknown directive <{other}> inside {label} (expected filter or match)"),
+                ))
+            }
+        }
+    }
+    Ok(r)
+}

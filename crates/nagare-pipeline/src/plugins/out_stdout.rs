@@ -1,0 +1,79 @@
+//! `@type stdout`: one line per event, `TIME TAG: JSON` as Fluentd prints it.
+
+use crate::plugin::OutputPlugin;
+use crate::BuildCtx;
+use nagare_config::{ConfigError, Section};
+use nagare_core::ack::Committed;
+use nagare_core::json::{write_record, JsonStats};
+use nagare_core::{EmitError, EventStream, EventTime};
+use std::io::Write;
+use std::sync::Arc;
+
+pub struct StdoutOutput;
+
+pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>, ConfigError> {
+    let _ = super::plugin_id(sec, ctx, "stdout");
+    let mut p = sec.params();
+    p.ignore("@type");
+    p.ignore("@id");
+    p.ignore("@log_level");
+    let _ = p.section("format")?;
+    let _ = p.section("buffer")?;
+    p.finish()?;
+    Ok(Arc::new(StdoutOutput))
+}
+
+/// `YYYY-MM-DD HH:MM:SS.NNNNNNNNN +0000`.
+pub fn format_time(t: EventTime) -> String {
+    let secs = t.secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:09} +0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        t.nanos()
+    )
+}
+
+#[async_trait::async_trait]
+impl OutputPlugin for StdoutOutput {
+    async fn emit(&self, stream: EventStream) -> Result<Committed, EmitError> {
+        let mut out = Vec::with_capacity(stream.record_bytes() * 2);
+        let mut st = JsonStats::default();
+        for e in &stream.events {
+            out.extend_from_slice(format_time(e.time).as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(stream.tag.as_bytes());
+            out.extend_from_slice(b": ");
+            write_record(&mut out, e.record.as_bytes(), &mut st);
+            out.push(b'\n');
+        }
+        let mut so = std::io::stdout().lock();
+        so.write_all(&out).map_err(|_| EmitError::new("stdout_write_failed"))?;
+        let _ = so.flush();
+        Ok(Committed::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc() {
+        assert_eq!(format_time(EventTime::new(1441588984, 123456789)), "2015-09-07 01:23:04.123456789 +0000");
+    }
+}
