@@ -120,7 +120,8 @@ pub fn main(role: Role) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let pipeline = match Pipeline::build(&root) {
+        let built = if args.dry_run { Pipeline::validate(&root) } else { Pipeline::build(&root) };
+        let pipeline = match built {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("{}: configuration error: {e}", role.name());

@@ -39,6 +39,8 @@ pub struct BuildCtx {
     pub drain_timeout: Duration,
     /// Counter for ids of plugins without `@id`.
     pub auto_ids: usize,
+    /// Validate only: open no files, bind nothing.
+    pub dry_run: bool,
 }
 
 impl Default for BuildCtx {
@@ -51,6 +53,7 @@ impl Default for BuildCtx {
                 .unwrap_or_else(|| "localhost".into()),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             auto_ids: 0,
+            dry_run: false,
         }
     }
 }
@@ -116,7 +119,22 @@ const SYSTEM_IGNORED: &[&str] = &[
 impl Pipeline {
     /// Builds every plugin and route. Errors carry file:line:col.
     pub fn build(root: &Section) -> Result<Pipeline, ConfigError> {
-        let mut ctx = BuildCtx::default();
+        Self::build_with(root, BuildCtx::default())
+    }
+
+    /// Validates a configuration without opening files or binding ports.
+    pub fn validate(root: &Section) -> Result<Pipeline, ConfigError> {
+        Self::build_with(
+            root,
+            BuildCtx {
+                dry_run: true,
+                ..BuildCtx::default()
+            },
+        )
+    }
+
+    /// Builds with an explicit context.
+    pub fn build_with(root: &Section, mut ctx: BuildCtx) -> Result<Pipeline, ConfigError> {
         let mut tasks = Tasks::default();
         let mut routes = Vec::new();
         for sys in root.children_named("system") {

@@ -19,7 +19,7 @@ enum Format {
 }
 
 pub struct FileOutput {
-    file: Mutex<std::fs::File>,
+    file: Mutex<Option<std::fs::File>>,
     format: Format,
     add_tag_and_time: bool,
 }
@@ -51,14 +51,20 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>,
     }
     let _ = p.section("buffer")?;
     p.finish()?;
-    if let Some(dir) = std::path::Path::new(&path).parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| ConfigError::new(sec.span.clone(), format!("cannot open {path}: {e}")))?;
+    let file = if ctx.dry_run {
+        None
+    } else {
+        if let Some(dir) = std::path::Path::new(&path).parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| ConfigError::new(sec.span.clone(), format!("cannot open {path}: {e}")))?,
+        )
+    };
     Ok(Arc::new(FileOutput {
         file: Mutex::new(file),
         format,
@@ -90,6 +96,7 @@ impl OutputPlugin for FileOutput {
             out.push(b'\n');
         }
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let f = f.as_mut().ok_or(EmitError::new("file_not_open"))?;
         f.write_all(&out).map_err(|_| EmitError::new("file_write_failed"))?;
         Ok(Committed::new())
     }
