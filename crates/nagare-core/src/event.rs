@@ -109,14 +109,34 @@ impl fmt::Debug for EventTime {
     }
 }
 
-/// A record: the bytes of one msgpack map, validated when it was decoded.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Record(Bytes);
+/// A record: one msgpack map, held as the bytes it arrived in and/or decoded for filters.
+///
+/// Records come off the wire as bytes (zero-copy slices of the frame). The first filter that
+/// needs to change one calls [`Record::map_mut`], which decodes it once (strings stay slices);
+/// later filters work on the same map, and the buffer encodes it once, straight into the chunk
+/// ([`Event::write_entry`]). [`Record::as_bytes`] encodes on demand and caches the result.
+#[derive(Clone)]
+pub struct Record {
+    raw: std::sync::OnceLock<Bytes>,
+    map: Option<std::sync::Arc<crate::value::Map>>,
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+impl Eq for Record {}
 
 impl Record {
+    fn raw(bytes: Bytes) -> Self {
+        let raw = std::sync::OnceLock::new();
+        let _ = raw.set(bytes);
+        Record { raw, map: None }
+    }
     /// Wraps bytes already known to hold exactly one msgpack map (the codec checks this).
     pub fn from_msgpack_unchecked(bytes: Bytes) -> Self {
-        Record(bytes)
+        Record::raw(bytes)
     }
     /// Checks that `bytes` is exactly one msgpack map.
     pub fn from_msgpack(bytes: Bytes) -> Result<Self, crate::msgpack::ScanError> {
@@ -128,7 +148,14 @@ impl Record {
         if end != bytes.len() {
             return Err(crate::msgpack::ScanError::Invalid("trailing bytes after record"));
         }
-        Ok(Record(bytes))
+        Ok(Record::raw(bytes))
+    }
+    /// A record from a decoded map.
+    pub fn from_map(map: crate::value::Map) -> Self {
+        Record {
+            raw: std::sync::OnceLock::new(),
+            map: Some(std::sync::Arc::new(map)),
+        }
     }
     /// Builds a record from string pairs (tests, generated records).
     pub fn from_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Self {
@@ -138,7 +165,7 @@ impl Record {
             crate::msgpack::write_str(&mut out, k.as_ref());
             crate::msgpack::write_str(&mut out, v.as_ref());
         }
-        Record(out.freeze())
+        Record::raw(out.freeze())
     }
     /// Encodes an [`rmpv::Value`] map.
     pub fn from_value(v: &rmpv::Value) -> Option<Self> {
@@ -147,40 +174,129 @@ impl Record {
         }
         let mut buf = Vec::new();
         rmpv::encode::write_value(&mut buf, v).ok()?;
-        Some(Record(Bytes::from(buf)))
+        Some(Record::raw(Bytes::from(buf)))
+    }
+    /// The msgpack bytes (encoded now and cached if the record was changed by a filter).
+    pub fn bytes(&self) -> &Bytes {
+        self.raw.get_or_init(|| {
+            let mut out = BytesMut::new();
+            if let Some(m) = &self.map {
+                crate::value::Value::Map((**m).clone()).encode(&mut out);
+            } else {
+                out.put_u8(0x80);
+            }
+            out.freeze()
+        })
     }
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        self.bytes()
     }
-    pub fn bytes(&self) -> &Bytes {
-        &self.0
+    /// The decoded map, for changing the record. Decodes once; drops the cached bytes.
+    pub fn map_mut(&mut self) -> &mut crate::value::Map {
+        if self.map.is_none() {
+            let decoded = self
+                .raw
+                .get()
+                .and_then(|b| crate::value::Value::decode(b, 0).ok())
+                .and_then(|(v, _)| match v {
+                    crate::value::Value::Map(m) => Some(m),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            self.map = Some(std::sync::Arc::new(decoded));
+        }
+        self.raw = std::sync::OnceLock::new();
+        let m = self.map.get_or_insert_with(Default::default);
+        std::sync::Arc::make_mut(m)
     }
-    /// Decodes the whole record (slow path: filters, tests, text outputs).
+    /// The decoded map if a filter already decoded it.
+    pub fn decoded(&self) -> Option<&crate::value::Map> {
+        self.map.as_deref()
+    }
+    /// A top-level value, decoded on its own if the record is still bytes.
+    pub fn get(&self, key: &[u8]) -> Option<crate::value::Value> {
+        if let Some(m) = &self.map {
+            return m.get(key).cloned();
+        }
+        let raw = self.raw.get()?;
+        let (n, mut off) = crate::msgpack::read_map_len(raw)?;
+        let mut found = None;
+        for _ in 0..n {
+            let kend = crate::msgpack::skip_complete(raw, off).ok()?;
+            let vend = crate::msgpack::skip_complete(raw, kend).ok()?;
+            if let Some((s, e)) = crate::msgpack::read_str_or_bin(&raw[off..kend]) {
+                if &raw[off + s..off + e] == key {
+                    found = Some(kend);
+                }
+            }
+            off = vend;
+        }
+        crate::value::Value::decode(raw, found?).ok().map(|(v, _)| v)
+    }
+    /// Decodes the whole record (slow path: tests, tools).
     pub fn to_value(&self) -> rmpv::Value {
-        let mut rd = &self.0[..];
+        let mut rd = &self.as_bytes()[..];
         rmpv::decode::read_value(&mut rd).unwrap_or(rmpv::Value::Nil)
     }
-    /// The raw bytes of a top-level string (or bin) value, found without decoding the record.
+    /// The raw bytes of a top-level string (or bin) value.
     pub fn get_str(&self, key: &[u8]) -> Option<&[u8]> {
-        crate::msgpack::map_get_str(&self.0, key)
+        if let Some(m) = &self.map {
+            return m.get(key).and_then(crate::value::Value::as_bytes);
+        }
+        crate::msgpack::map_get_str(self.raw.get()?, key)
     }
-    /// A copy with `key: value` (a str) appended, as Fluentd's `record[key] = value`. An
-    /// existing `key` is not removed; decoders keep the last value.
+    /// A copy with `key: value` (a str) set, as Fluentd's `record[key] = value`.
     pub fn with_str_field(&self, key: &[u8], value: &[u8]) -> Record {
-        let (n, hl) = crate::msgpack::read_map_len(&self.0).unwrap_or((0, self.0.len()));
-        let mut out = BytesMut::with_capacity(self.0.len() + key.len() + value.len() + 12);
+        if let Some(m) = &self.map {
+            let mut m = (**m).clone();
+            m.insert(Bytes::copy_from_slice(key), crate::value::Value::Str(Bytes::copy_from_slice(value)));
+            return Record::from_map(m);
+        }
+        let raw = self.bytes();
+        let (n, hl) = crate::msgpack::read_map_len(raw).unwrap_or((0, raw.len()));
+        let mut out = BytesMut::with_capacity(raw.len() + key.len() + value.len() + 12);
         crate::msgpack::write_map_len(&mut out, n + 1);
-        out.put_slice(&self.0[hl.min(self.0.len())..]);
+        out.put_slice(&raw[hl.min(raw.len())..]);
         crate::msgpack::write_str(&mut out, key);
         crate::msgpack::write_str(&mut out, value);
-        Record(out.freeze())
+        Record::raw(out.freeze())
     }
     /// Number of key/value pairs.
     pub fn len(&self) -> usize {
-        crate::msgpack::read_map_len(&self.0).map(|(n, _)| n as usize).unwrap_or(0)
+        if let Some(m) = &self.map {
+            return m.len();
+        }
+        self.raw
+            .get()
+            .and_then(|r| crate::msgpack::read_map_len(r))
+            .map(|(n, _)| n as usize)
+            .unwrap_or(0)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Appends the msgpack encoding (without going through the cache).
+    #[inline]
+    pub fn write_msgpack(&self, out: &mut BytesMut) {
+        match (self.raw.get(), &self.map) {
+            (Some(b), _) => out.put_slice(b),
+            (None, Some(m)) => {
+                crate::msgpack::write_map_len(out, m.len() as u32);
+                for (k, v) in &m.0 {
+                    k.encode(out);
+                    v.encode(out);
+                }
+            }
+            (None, None) => out.put_u8(0x80),
+        }
+    }
+    /// Exact length of [`Record::write_msgpack`]'s output.
+    pub fn encoded_len(&self) -> usize {
+        match (self.raw.get(), &self.map) {
+            (Some(b), _) => b.len(),
+            (None, Some(m)) => crate::value::map_encoded_len(m),
+            (None, None) => 1,
+        }
     }
 }
 
@@ -204,13 +320,13 @@ impl Event {
     pub fn write_entry(&self, out: &mut BytesMut, time_as_integer: bool) {
         out.put_u8(0x92);
         self.time.write_msgpack(out, time_as_integer);
-        out.put_slice(self.record.as_bytes());
+        self.record.write_msgpack(out);
     }
 
     /// Bytes [`Event::write_entry`] writes with EventTime.
     #[inline]
     pub fn entry_len(&self) -> usize {
-        11 + self.record.as_bytes().len()
+        11 + self.record.encoded_len()
     }
 }
 
@@ -233,7 +349,7 @@ impl EventStream {
     }
     /// Bytes of record payload (an estimate of the memory the stream holds).
     pub fn record_bytes(&self) -> usize {
-        self.events.iter().map(|e| e.record.as_bytes().len() + 10).sum()
+        self.events.iter().map(|e| e.record.encoded_len() + 10).sum()
     }
 }
 
@@ -262,6 +378,21 @@ mod tests {
         assert_eq!(r.len(), 16);
         assert_eq!(r.get_str(b"host"), Some(&b"10.0.0.1"[..]));
         assert!(Record::from_msgpack(r.bytes().clone()).is_ok());
+    }
+
+    #[test]
+    fn map_mut_decodes_once_and_encodes_back() {
+        let mut r = Record::from_pairs(&[("a", "1"), ("log", "x")]);
+        r.map_mut().insert(Bytes::from_static(b"b"), crate::value::Value::UInt(2));
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.get_str(b"log"), Some(&b"x"[..]));
+        let mut out = BytesMut::new();
+        r.write_msgpack(&mut out);
+        assert_eq!(out.len(), r.encoded_len());
+        assert_eq!(&out[..], r.as_bytes());
+        let again = Record::from_msgpack(r.bytes().clone()).unwrap();
+        assert_eq!(again.get(b"b"), Some(crate::value::Value::UInt(2)));
+        assert_eq!(again.get(b"a"), Some(crate::value::Value::str("1")));
     }
 
     #[test]

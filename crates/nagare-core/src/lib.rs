@@ -16,7 +16,9 @@ pub mod output;
 pub mod ratelimit;
 pub mod shutdown;
 pub mod sink;
+pub mod value;
 
 pub use event::{Event, EventStream, EventTime, Record, Tag};
 pub use output::{Chunk, ChunkId, Output, WriteError};
 pub use sink::{EmitError, EventSink};
+pub use value::{Map, Value};
