@@ -10,12 +10,20 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Runs until `shutdown` fires, then drains what `flush_at_shutdown` asks within `drain`.
-pub async fn run(buffer: Arc<Buffer>, output: Arc<dyn Output>, shutdown: Shutdown, drain: Duration, id: String) {
+pub async fn run(
+    buffer: Arc<Buffer>,
+    output: Arc<dyn Output>,
+    shutdown: Shutdown,
+    drain: Duration,
+    id: String,
+) {
     let cfg = buffer.config().clone();
     let mut tasks = tokio::task::JoinSet::new();
     {
         let (b, mut sd) = (buffer.clone(), shutdown.clone());
-        let tick = cfg.flush_interval.clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let tick = cfg
+            .flush_interval
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
         let age = cfg.flush_interval;
         let lazy = cfg.flush_mode == crate::FlushMode::Lazy;
         tasks.spawn(async move {
@@ -54,7 +62,9 @@ pub async fn run(buffer: Arc<Buffer>, output: Arc<dyn Output>, shutdown: Shutdow
             }
             Ok(Err(WriteError::Retryable(e))) => {
                 buffer.stats().retries.inc();
-                let wait = retry.next_wait(buffer.config()).min(Duration::from_millis(500));
+                let wait = retry
+                    .next_wait(buffer.config())
+                    .min(Duration::from_millis(500));
                 tracing::warn!(plugin_id = %id, error = %e, "write failed during shutdown drain; retrying until the deadline");
                 buffer.takeback(chunk);
                 tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
@@ -68,7 +78,10 @@ pub async fn run(buffer: Arc<Buffer>, output: Arc<dyn Output>, shutdown: Shutdow
     buffer.close();
     let left = buffer.held_records();
     if left > 0 {
-        buffer.stats().dropped_records.add("lost_at_shutdown", left as u64);
+        buffer
+            .stats()
+            .dropped_records
+            .add("lost_at_shutdown", left as u64);
         tracing::error!(plugin_id = %id, records = left, "shutdown deadline reached: records still buffered in memory are lost (use a file buffer to keep them)");
     }
 }

@@ -50,13 +50,29 @@ impl BufferStats {
         let l = [("plugin_id", id)];
         BufferStats {
             bytes: gauge("nagare_buffer_bytes", "Bytes staged and queued", &l),
-            queued_chunks: gauge("nagare_buffer_queued_chunks", "Chunks waiting to be written", &l),
+            queued_chunks: gauge(
+                "nagare_buffer_queued_chunks",
+                "Chunks waiting to be written",
+                &l,
+            ),
             staged_chunks: gauge("nagare_buffer_staged_chunks", "Chunks being filled", &l),
-            appended_records: counter("nagare_buffer_appended_records_total", "Records appended", &l),
+            appended_records: counter(
+                "nagare_buffer_appended_records_total",
+                "Records appended",
+                &l,
+            ),
             written_chunks: counter("nagare_output_chunks_written_total", "Chunks written", &l),
             written_records: counter("nagare_output_records_written_total", "Records written", &l),
-            retries: counter("nagare_output_retries_total", "Failed writes that will be retried", &l),
-            overflows: counter("nagare_buffer_overflows_total", "Appends that found the buffer full", &l),
+            retries: counter(
+                "nagare_output_retries_total",
+                "Failed writes that will be retried",
+                &l,
+            ),
+            overflows: counter(
+                "nagare_buffer_overflows_total",
+                "Appends that found the buffer full",
+                &l,
+            ),
             dropped_records: ReasonCounters::new(
                 "nagare_output_dropped_records_total",
                 "Records dropped by the output, by reason",
@@ -138,12 +154,18 @@ impl Buffer {
         if st.bytes + need > self.cfg.total_limit_size {
             self.stats.overflows.inc();
             match self.cfg.overflow_action {
-                OverflowAction::ThrowException | OverflowAction::Block => return Err(AppendError::Full),
+                OverflowAction::ThrowException | OverflowAction::Block => {
+                    return Err(AppendError::Full)
+                }
                 OverflowAction::DropOldestChunk => {
                     while st.bytes + need > self.cfg.total_limit_size {
-                        let Some(old) = st.queue.pop_front() else { break };
+                        let Some(old) = st.queue.pop_front() else {
+                            break;
+                        };
                         st.bytes -= old.bytes.len();
-                        self.stats.dropped_records.add("drop_oldest_chunk", old.records as u64);
+                        self.stats
+                            .dropped_records
+                            .add("drop_oldest_chunk", old.records as u64);
                         tracing::warn!(chunk = %old.id.hex(), records = old.records, "buffer full: dropped the oldest chunk (overflow_action drop_oldest_chunk)");
                     }
                     if st.bytes + need > self.cfg.total_limit_size {
@@ -158,10 +180,9 @@ impl Buffer {
         for e in events {
             let len = e.entry_len();
             let st = &mut *st;
-            let full = st
-                .staged
-                .get(tag)
-                .is_some_and(|s| s.records > 0 && (s.bytes.len() + len > limit || s.records >= max_records));
+            let full = st.staged.get(tag).is_some_and(|s| {
+                s.records > 0 && (s.bytes.len() + len > limit || s.records >= max_records)
+            });
             if full {
                 if let Some(s) = st.staged.remove(tag) {
                     st.queue.push_back(seal(tag, s));
@@ -302,7 +323,8 @@ impl Buffer {
     /// Records still held (staged and queued), for shutdown accounting.
     pub fn held_records(&self) -> usize {
         let st = self.lock();
-        st.staged.values().map(|s| s.records).sum::<usize>() + st.queue.iter().map(|c| c.records).sum::<usize>()
+        st.staged.values().map(|s| s.records).sum::<usize>()
+            + st.queue.iter().map(|c| c.records).sum::<usize>()
     }
 }
 
@@ -340,7 +362,9 @@ mod tests {
         let evs: Vec<Event> = (0..5).map(ev).collect();
         b.append(&tag, &evs).await.unwrap();
         b.enqueue_older_than(Duration::ZERO);
-        let sizes: Vec<usize> = std::iter::from_fn(|| b.try_dequeue()).map(|c| c.records).collect();
+        let sizes: Vec<usize> = std::iter::from_fn(|| b.try_dequeue())
+            .map(|c| c.records)
+            .collect();
         assert_eq!(sizes, vec![2, 2, 1]);
     }
 

@@ -25,7 +25,9 @@ impl RetryState {
             RetryType::Periodic => cfg.retry_wait.as_secs_f64(),
             RetryType::ExponentialBackoff => {
                 cfg.retry_wait.as_secs_f64()
-                    * cfg.retry_exponential_backoff_base.powi(self.steps.saturating_sub(1).min(64) as i32)
+                    * cfg
+                        .retry_exponential_backoff_base
+                        .powi(self.steps.saturating_sub(1).min(64) as i32)
             }
         };
         let mut wait = base;

@@ -146,7 +146,9 @@ impl Record {
         }
         let end = crate::msgpack::skip_complete(&bytes, 0)?;
         if end != bytes.len() {
-            return Err(crate::msgpack::ScanError::Invalid("trailing bytes after record"));
+            return Err(crate::msgpack::ScanError::Invalid(
+                "trailing bytes after record",
+            ));
         }
         Ok(Record::raw(bytes))
     }
@@ -231,11 +233,13 @@ impl Record {
             }
             off = vend;
         }
-        crate::value::Value::decode(raw, found?).ok().map(|(v, _)| v)
+        crate::value::Value::decode(raw, found?)
+            .ok()
+            .map(|(v, _)| v)
     }
     /// Decodes the whole record (slow path: tests, tools).
     pub fn to_value(&self) -> rmpv::Value {
-        let mut rd = &self.as_bytes()[..];
+        let mut rd = self.as_bytes();
         rmpv::decode::read_value(&mut rd).unwrap_or(rmpv::Value::Nil)
     }
     /// The raw bytes of a top-level string (or bin) value.
@@ -249,7 +253,10 @@ impl Record {
     pub fn with_str_field(&self, key: &[u8], value: &[u8]) -> Record {
         if let Some(m) = &self.map {
             let mut m = (**m).clone();
-            m.insert(Bytes::copy_from_slice(key), crate::value::Value::Str(Bytes::copy_from_slice(value)));
+            m.insert(
+                Bytes::copy_from_slice(key),
+                crate::value::Value::Str(Bytes::copy_from_slice(value)),
+            );
             return Record::from_map(m);
         }
         let raw = self.bytes();
@@ -349,7 +356,10 @@ impl EventStream {
     }
     /// Bytes of record payload (an estimate of the memory the stream holds).
     pub fn record_bytes(&self) -> usize {
-        self.events.iter().map(|e| e.record.encoded_len() + 10).sum()
+        self.events
+            .iter()
+            .map(|e| e.record.encoded_len() + 10)
+            .sum()
     }
 }
 
@@ -383,7 +393,8 @@ mod tests {
     #[test]
     fn map_mut_decodes_once_and_encodes_back() {
         let mut r = Record::from_pairs(&[("a", "1"), ("log", "x")]);
-        r.map_mut().insert(Bytes::from_static(b"b"), crate::value::Value::UInt(2));
+        r.map_mut()
+            .insert(Bytes::from_static(b"b"), crate::value::Value::UInt(2));
         assert_eq!(r.len(), 3);
         assert_eq!(r.get_str(b"log"), Some(&b"x"[..]));
         let mut out = BytesMut::new();

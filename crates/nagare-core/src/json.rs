@@ -52,7 +52,14 @@ fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
             b'\t' => b"\\t",
             0..=0x1f => {
                 out.extend_from_slice(&s[start..i]);
-                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]);
                 start = i + 1;
                 continue;
             }
@@ -81,7 +88,12 @@ fn write_f64(out: &mut Vec<u8>, f: f64) {
 }
 
 /// Transcodes the msgpack value at `buf[pos..]` into `out`; returns the end offset.
-pub fn write_value(out: &mut Vec<u8>, buf: &[u8], pos: usize, stats: &mut JsonStats) -> Option<usize> {
+pub fn write_value(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    pos: usize,
+    stats: &mut JsonStats,
+) -> Option<usize> {
     let b = *buf.get(pos)?;
     let s = &buf[pos..];
     let end = skip_complete(buf, pos).ok()?;
@@ -183,11 +195,17 @@ mod tests {
             ("a".into(), "x\"y\n\u{1}".into()),
             ("n".into(), rmpv::Value::from(-5)),
             ("f".into(), rmpv::Value::from(1.5)),
-            ("l".into(), rmpv::Value::Array(vec![true.into(), rmpv::Value::Nil, 300.into()])),
+            (
+                "l".into(),
+                rmpv::Value::Array(vec![true.into(), rmpv::Value::Nil, 300.into()]),
+            ),
             (rmpv::Value::from(7), "k".into()),
         ]);
         let s = json(&v);
-        assert_eq!(s, r#"{"a":"x\"y\n\u0001","n":-5,"f":1.5,"l":[true,null,300],"7":"k"}"#);
+        assert_eq!(
+            s,
+            r#"{"a":"x\"y\n\u0001","n":-5,"f":1.5,"l":[true,null,300],"7":"k"}"#
+        );
         let parsed: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(parsed["l"][2], 300);
     }

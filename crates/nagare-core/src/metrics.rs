@@ -121,7 +121,9 @@ impl ReasonCounters {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn write_labels(out: &mut String, l: &Labels) {
@@ -179,7 +181,10 @@ mod tests {
         b.add(2);
         assert_eq!(a.get(), 3);
         let text = render_prometheus();
-        assert!(text.contains("nagare_test_total{plugin_id=\"t1\"} 3"), "{text}");
+        assert!(
+            text.contains("nagare_test_total{plugin_id=\"t1\"} 3"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE nagare_test_total counter"));
     }
 

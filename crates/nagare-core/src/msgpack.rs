@@ -102,7 +102,10 @@ impl Scanner {
                     // Every child needs at least one byte.
                     let min_end = pos as u64 + hdr as u64 + children;
                     if min_end > limit as u64 {
-                        return Err(ScanError::TooLarge { needed: min_end, limit });
+                        return Err(ScanError::TooLarge {
+                            needed: min_end,
+                            limit,
+                        });
                     }
                     self.pos = pos + hdr;
                     if children == 0 {
@@ -374,7 +377,10 @@ mod tests {
     fn scanner_finds_end_of_nested_object() {
         let v = rmpv::Value::Array(vec![
             "tag".into(),
-            rmpv::Value::Map(vec![("a".into(), rmpv::Value::Array(vec![1.into(), 2.into()]))]),
+            rmpv::Value::Map(vec![(
+                "a".into(),
+                rmpv::Value::Array(vec![1.into(), 2.into()]),
+            )]),
             rmpv::Value::Array(vec![]),
         ]);
         let mut b = enc(&v);
@@ -414,13 +420,19 @@ mod tests {
 
     #[test]
     fn scanner_rejects_reserved_byte() {
-        assert!(matches!(Scanner::new().scan(&[0xc1], 10), Err(ScanError::Invalid(_))));
+        assert!(matches!(
+            Scanner::new().scan(&[0xc1], 10),
+            Err(ScanError::Invalid(_))
+        ));
     }
 
     #[test]
     fn scanner_depth_is_capped() {
         let b = vec![0x91; 1000];
-        assert_eq!(Scanner::new().scan(&b, usize::MAX), Err(ScanError::TooDeep(MAX_DEPTH)));
+        assert_eq!(
+            Scanner::new().scan(&b, usize::MAX),
+            Err(ScanError::TooDeep(MAX_DEPTH))
+        );
     }
 
     fn arb_value() -> impl Strategy<Value = rmpv::Value> {

@@ -42,11 +42,15 @@ impl MemorySink {
     }
     /// Make later emits fail with `EmitError { reason: "refused" }` (or succeed again).
     pub fn set_refuse(&self, refuse: bool) {
-        self.refuse.store(refuse, std::sync::atomic::Ordering::SeqCst);
+        self.refuse
+            .store(refuse, std::sync::atomic::Ordering::SeqCst);
     }
     /// Every stream committed so far.
     pub fn streams(&self) -> Vec<EventStream> {
-        self.streams.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
     /// Every event committed so far, with its tag.
     pub fn events(&self) -> Vec<(crate::Tag, crate::Event)> {
@@ -88,7 +92,10 @@ impl EventSink for MemorySink {
         if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(EmitError::new("refused"));
         }
-        self.streams.lock().unwrap_or_else(|e| e.into_inner()).push(stream);
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stream);
         self.notify.notify_waiters();
         Ok(Committed::new())
     }

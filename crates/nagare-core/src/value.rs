@@ -137,14 +137,20 @@ impl Value {
     pub fn decode(buf: &Bytes, pos: usize) -> Result<(Value, usize), InvalidValue> {
         let s = buf.get(pos..).ok_or(InvalidValue)?;
         let b = *s.first().ok_or(InvalidValue)?;
-        let need = |n: usize| if s.len() >= n { Ok(()) } else { Err(InvalidValue) };
+        let need = |n: usize| {
+            if s.len() >= n {
+                Ok(())
+            } else {
+                Err(InvalidValue)
+            }
+        };
         Ok(match b {
             0x00..=0x7f => (Value::UInt(b as u64), pos + 1),
             0xe0..=0xff => (Value::Int(b as i8 as i64), pos + 1),
             0xc0 => (Value::Nil, pos + 1),
             0xc2 => (Value::Bool(false), pos + 1),
             0xc3 => (Value::Bool(true), pos + 1),
-            0xcc | 0xcd | 0xce | 0xcf => {
+            0xcc..=0xcf => {
                 let n = 1 << (b - 0xcc);
                 need(1 + n)?;
                 (Value::UInt(be(&s[1..1 + n])), pos + 1 + n)
@@ -159,7 +165,10 @@ impl Value {
             }
             0xd2 => {
                 need(5)?;
-                (Value::Int(i32::from_be_bytes([s[1], s[2], s[3], s[4]]) as i64), pos + 5)
+                (
+                    Value::Int(i32::from_be_bytes([s[1], s[2], s[3], s[4]]) as i64),
+                    pos + 5,
+                )
             }
             0xd3 => {
                 need(9)?;
@@ -167,7 +176,10 @@ impl Value {
             }
             0xca => {
                 need(5)?;
-                (Value::Float(f32::from_be_bytes([s[1], s[2], s[3], s[4]]) as f64), pos + 5)
+                (
+                    Value::Float(f32::from_be_bytes([s[1], s[2], s[3], s[4]]) as f64),
+                    pos + 5,
+                )
             }
             0xcb => {
                 need(9)?;
@@ -365,7 +377,11 @@ fn len_hdr(n: usize, small: usize) -> usize {
 
 /// Exact msgpack length of a map, as [`Value::encode`] writes it.
 pub fn map_encoded_len(m: &Map) -> usize {
-    len_hdr(m.0.len(), 16) + m.0.iter().map(|(k, v)| k.encoded_len() + v.encoded_len()).sum::<usize>()
+    len_hdr(m.0.len(), 16)
+        + m.0
+            .iter()
+            .map(|(k, v)| k.encoded_len() + v.encoded_len())
+            .sum::<usize>()
 }
 
 impl Value {
@@ -411,7 +427,9 @@ impl Value {
                     5
                 }
             }
-            Value::Array(a) => len_hdr(a.len(), 16) + a.iter().map(Value::encoded_len).sum::<usize>(),
+            Value::Array(a) => {
+                len_hdr(a.len(), 16) + a.iter().map(Value::encoded_len).sum::<usize>()
+            }
             Value::Map(m) => map_encoded_len(m),
             Value::Ext(_, d) => {
                 d.len()
@@ -458,7 +476,11 @@ impl<'de> Visitor<'de> for Seed<'_> {
         Ok(Value::Bool(v))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(if v >= 0 { Value::UInt(v as u64) } else { Value::Int(v) })
+        Ok(if v >= 0 {
+            Value::UInt(v as u64)
+        } else {
+            Value::Int(v)
+        })
     }
     fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
         Ok(Value::UInt(v))
@@ -510,7 +532,10 @@ mod tests {
             ("u".into(), 70000.into()),
             ("f".into(), 1.25.into()),
             ("b".into(), rmpv::Value::Binary(vec![1, 2])),
-            ("a".into(), rmpv::Value::Array(vec![rmpv::Value::Nil, true.into()])),
+            (
+                "a".into(),
+                rmpv::Value::Array(vec![rmpv::Value::Nil, true.into()]),
+            ),
             ("e".into(), rmpv::Value::Ext(0, vec![0; 8])),
         ]);
         let mut raw = Vec::new();
@@ -529,7 +554,10 @@ mod tests {
         let src = Bytes::from_static(br#"{"level":"error","msg":"a\"b","n":-3,"x":[1.5,null]}"#);
         let v = Value::from_json(&src).unwrap();
         let m = v.as_map().unwrap();
-        assert_eq!(m.get(b"level").and_then(Value::as_bytes), Some(&b"error"[..]));
+        assert_eq!(
+            m.get(b"level").and_then(Value::as_bytes),
+            Some(&b"error"[..])
+        );
         assert_eq!(m.get(b"msg").and_then(Value::as_bytes), Some(&b"a\"b"[..]));
         assert_eq!(m.get(b"n"), Some(&Value::Int(-3)));
         assert!(Value::from_json(&Bytes::from_static(b"{\"a\":1} trailing")).is_err());

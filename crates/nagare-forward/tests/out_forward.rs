@@ -32,7 +32,10 @@ fn chunk(n: usize, tag: &str) -> Chunk {
     }
 }
 
-async fn server(id: &str, security: Option<ServerSecurity>) -> (SocketAddr, Arc<MemorySink>, InForwardStats, Trigger) {
+async fn server(
+    id: &str,
+    security: Option<ServerSecurity>,
+) -> (SocketAddr, Arc<MemorySink>, InForwardStats, Trigger) {
     let srv = InForward::bind(InForwardConfig {
         id: id.into(),
         bind: "127.0.0.1".into(),
@@ -53,7 +56,10 @@ async fn server(id: &str, security: Option<ServerSecurity>) -> (SocketAddr, Arc<
 fn cfg(id: &str, addrs: &[SocketAddr]) -> OutForwardConfig {
     OutForwardConfig {
         id: id.into(),
-        servers: addrs.iter().map(|a| ServerSpec::new("127.0.0.1", a.port())).collect(),
+        servers: addrs
+            .iter()
+            .map(|a| ServerSpec::new("127.0.0.1", a.port()))
+            .collect(),
         require_ack_response: true,
         ack_response_timeout: Duration::from_secs(5),
         heartbeat_type: HeartbeatType::None,
@@ -148,7 +154,11 @@ async fn ack_timeout_resends_the_same_chunk_id_to_another_node() {
     if !sent_to_silent.is_empty() {
         use base64::Engine;
         let want = base64::engine::general_purpose::STANDARD.encode(ch.id.0);
-        assert_eq!(sent_to_silent[0], want.as_bytes(), "resend must carry the original chunk id");
+        assert_eq!(
+            sent_to_silent[0],
+            want.as_bytes(),
+            "resend must carry the original chunk id"
+        );
         assert_eq!(out.stats().send_failures.get("ack_timeout").get(), 1);
     }
 }
@@ -222,7 +232,11 @@ async fn handshake_as_a_client_and_wrong_key_is_refused() {
         self_hostname: "fw.test".into(),
         shared_key: "k3y".into(),
     });
-    OutForward::new(good.clone()).unwrap().write(&chunk(2, "t")).await.unwrap();
+    OutForward::new(good.clone())
+        .unwrap()
+        .write(&chunk(2, "t"))
+        .await
+        .unwrap();
     assert_eq!(sink.event_count(), 2);
     let mut bad = good;
     bad.id = "of-hs-bad".into();

@@ -22,7 +22,10 @@ pub fn parse(sec: Option<&Section>) -> Result<BufferConfig, ConfigError> {
     let mut p = sec.params();
     let ty = p.str_or("@type", "memory")?;
     if ty != "memory" {
-        return Err(ConfigError::new(sec.span.clone(), format!("buffer @type '{ty}' is not supported yet (memory)")));
+        return Err(ConfigError::new(
+            sec.span.clone(),
+            format!("buffer @type '{ty}' is not supported yet (memory)"),
+        ));
     }
     let flush_thread_count: usize = p.int("flush_thread_count", d.flush_thread_count)?;
     let cfg = BufferConfig {
@@ -30,7 +33,14 @@ pub fn parse(sec: Option<&Section>) -> Result<BufferConfig, ConfigError> {
         chunk_limit_records: p.opt_size("chunk_limit_records")?.map(|v| v as usize),
         total_limit_size: p.size("total_limit_size", d.total_limit_size as u64)? as usize,
         queued_chunks_limit_size: p.opt_size("queued_chunks_limit_size")?.map(|v| v as usize),
-        flush_mode: match p.enumeration("flush_mode", &["default", "interval", "immediate", "lazy"], "default")?.as_str() {
+        flush_mode: match p
+            .enumeration(
+                "flush_mode",
+                &["default", "interval", "immediate", "lazy"],
+                "default",
+            )?
+            .as_str()
+        {
             "immediate" => FlushMode::Immediate,
             "lazy" => FlushMode::Lazy,
             _ => FlushMode::Interval,
@@ -38,19 +48,33 @@ pub fn parse(sec: Option<&Section>) -> Result<BufferConfig, ConfigError> {
         flush_interval: p.duration("flush_interval", d.flush_interval)?,
         flush_thread_count: flush_thread_count.max(1),
         flush_at_shutdown: p.bool("flush_at_shutdown", d.flush_at_shutdown)?,
-        retry_type: match p.enumeration("retry_type", &["exponential_backoff", "periodic"], "exponential_backoff")?.as_str() {
+        retry_type: match p
+            .enumeration(
+                "retry_type",
+                &["exponential_backoff", "periodic"],
+                "exponential_backoff",
+            )?
+            .as_str()
+        {
             "periodic" => RetryType::Periodic,
             _ => RetryType::ExponentialBackoff,
         },
         retry_wait: p.duration("retry_wait", d.retry_wait)?,
-        retry_exponential_backoff_base: p.float("retry_exponential_backoff_base", d.retry_exponential_backoff_base)?,
+        retry_exponential_backoff_base: p.float(
+            "retry_exponential_backoff_base",
+            d.retry_exponential_backoff_base,
+        )?,
         retry_max_interval: p.opt_duration("retry_max_interval")?,
         retry_randomize: p.bool("retry_randomize", d.retry_randomize)?,
         retry_timeout: p.duration("retry_timeout", d.retry_timeout)?,
         retry_max_times: p.opt_size("retry_max_times")?.map(|v| v as u32),
         retry_forever: p.bool("retry_forever", d.retry_forever)?,
         overflow_action: match p
-            .enumeration("overflow_action", &["throw_exception", "block", "drop_oldest_chunk"], "throw_exception")?
+            .enumeration(
+                "overflow_action",
+                &["throw_exception", "block", "drop_oldest_chunk"],
+                "throw_exception",
+            )?
             .as_str()
         {
             "block" => OverflowAction::Block,

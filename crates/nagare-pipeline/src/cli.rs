@@ -63,10 +63,13 @@ struct Args {
 
 fn load(path: Option<&Path>, role: Role) -> Result<Section, String> {
     match path {
-        None => parse_str(role.default_config(), Path::new("<built-in default>")).map_err(|e| e.to_string()),
+        None => parse_str(role.default_config(), Path::new("<built-in default>"))
+            .map_err(|e| e.to_string()),
         Some(p) if p == Path::new("-") => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).map_err(|e| e.to_string())?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| e.to_string())?;
             parse_str(&s, Path::new("<stdin>")).map_err(|e| e.to_string())
         }
         Some(p) => parse_file(p).map_err(|e| e.to_string()),
@@ -112,7 +115,10 @@ pub fn main(role: Role) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{}: cannot start the runtime: {e}", role.name());
@@ -120,7 +126,11 @@ pub fn main(role: Role) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let built = if args.dry_run { Pipeline::validate(&root) } else { Pipeline::build(&root) };
+        let built = if args.dry_run {
+            Pipeline::validate(&root)
+        } else {
+            Pipeline::build(&root)
+        };
         let pipeline = match built {
             Ok(p) => p,
             Err(e) => {
@@ -132,6 +142,9 @@ pub fn main(role: Role) -> ExitCode {
             println!("configuration OK; routes:");
             for r in pipeline.routes() {
                 println!("  {r}");
+            }
+            for w in pipeline.warnings() {
+                println!("warning: {w}");
             }
             return ExitCode::SUCCESS;
         }
@@ -151,11 +164,22 @@ pub fn main(role: Role) -> ExitCode {
                 .collect();
             let doc = serde_json::json!({"pid": std::process::id(), "inputs": inputs});
             let tmp = path.with_extension("tmp");
-            if std::fs::write(&tmp, doc.to_string()).and_then(|_| std::fs::rename(&tmp, path)).is_err() {
-                eprintln!("{}: cannot write ready file {}", role.name(), path.display());
+            if std::fs::write(&tmp, doc.to_string())
+                .and_then(|_| std::fs::rename(&tmp, path))
+                .is_err()
+            {
+                eprintln!(
+                    "{}: cannot write ready file {}",
+                    role.name(),
+                    path.display()
+                );
             }
         }
-        tracing::info!(role = role.name(), version = env!("CARGO_PKG_VERSION"), "started");
+        tracing::info!(
+            role = role.name(),
+            version = env!("CARGO_PKG_VERSION"),
+            "started"
+        );
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown requested: stopping inputs, then draining outputs");
@@ -174,7 +198,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };

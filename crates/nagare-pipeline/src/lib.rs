@@ -41,6 +41,17 @@ pub struct BuildCtx {
     pub auto_ids: usize,
     /// Validate only: open no files, bind nothing.
     pub dry_run: bool,
+    /// The label whose directives are being built (re-emitting plugins bind to it).
+    pub current_label: Arc<router::LabelHandle>,
+    /// Index of the `<match>` being built within its label.
+    pub current_match: usize,
+    /// Pattern of the `<match>` being built.
+    pub current_pattern: Option<Pattern>,
+    /// Handles of every label (created before any directive is built, so forward references
+    /// such as `timeout_label @X` resolve).
+    pub labels: HashMap<String, Arc<router::LabelHandle>>,
+    /// Warnings for `--dry-run` (traps found while building).
+    pub warnings: Vec<String>,
 }
 
 impl Default for BuildCtx {
@@ -49,11 +60,20 @@ impl Default for BuildCtx {
             hostname: std::env::var("NAGARE_HOSTNAME")
                 .ok()
                 .filter(|h| !h.is_empty())
-                .or_else(|| hostname::get().ok().map(|h| h.to_string_lossy().into_owned()))
+                .or_else(|| {
+                    hostname::get()
+                        .ok()
+                        .map(|h| h.to_string_lossy().into_owned())
+                })
                 .unwrap_or_else(|| "localhost".into()),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             auto_ids: 0,
             dry_run: false,
+            current_label: router::LabelHandle::new("ROOT"),
+            current_match: 0,
+            current_pattern: None,
+            labels: HashMap::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -68,6 +88,9 @@ pub struct Pipeline {
     sources: Vec<Source>,
     tasks: Tasks,
     routes: Vec<String>,
+    warnings: Vec<String>,
+    /// Keeps every label's router alive (handles hold weak references).
+    routers: Vec<Arc<Router>>,
 }
 
 /// An input's bound address, for `--ready-file` and tests.
@@ -146,17 +169,42 @@ impl Pipeline {
             let _ = p.section("log")?;
             p.finish()?;
         }
-        let mut labels: HashMap<String, Arc<Router>> = HashMap::new();
+        // Handles first, so plugins can refer to any label (forward references included).
         for l in root.children_named("label") {
             let name = l.arg.trim().to_string();
             if !name.starts_with('@') {
-                return Err(ConfigError::new(l.span.clone(), format!("label name must start with '@', got '{name}'")));
+                return Err(ConfigError::new(
+                    l.span.clone(),
+                    format!("label name must start with '@', got '{name}'"),
+                ));
             }
-            if labels.contains_key(&name) {
-                return Err(ConfigError::new(l.span.clone(), format!("label {name} is defined twice")));
+            if ctx.labels.contains_key(&name) {
+                return Err(ConfigError::new(
+                    l.span.clone(),
+                    format!("label {name} is defined twice"),
+                ));
             }
-            let r = build_router(&name, &l.children, &mut ctx, &mut tasks, &mut routes)?;
-            labels.insert(name, Arc::new(r));
+            ctx.labels
+                .insert(name.clone(), router::LabelHandle::new(&name));
+        }
+        let error_label = ctx.labels.get("@ERROR").cloned();
+        let mut routers = Vec::new();
+        let mut labels: HashMap<String, Arc<Router>> = HashMap::new();
+        for l in root.children_named("label") {
+            let name = l.arg.trim().to_string();
+            let handle = ctx.labels[&name].clone();
+            let r = Arc::new(build_router(
+                &name,
+                &l.children,
+                &mut ctx,
+                &mut tasks,
+                &mut routes,
+                handle.clone(),
+                error_label.clone(),
+            )?);
+            handle.bind(&r);
+            routers.push(r.clone());
+            labels.insert(name, r);
         }
         let top: Vec<Section> = root
             .children
@@ -164,7 +212,18 @@ impl Pipeline {
             .filter(|c| c.name == "filter" || c.name == "match")
             .cloned()
             .collect();
-        let root_router: Arc<Router> = Arc::new(build_router("ROOT", &top, &mut ctx, &mut tasks, &mut routes)?);
+        let root_handle = router::LabelHandle::new("ROOT");
+        let root_router: Arc<Router> = Arc::new(build_router(
+            "ROOT",
+            &top,
+            &mut ctx,
+            &mut tasks,
+            &mut routes,
+            root_handle.clone(),
+            error_label,
+        )?);
+        root_handle.bind(&root_router);
+        routers.push(root_router.clone());
         let mut sources = Vec::new();
         for c in &root.children {
             match c.name.as_str() {
@@ -199,12 +258,23 @@ impl Pipeline {
                 }
             }
         }
-        Ok(Pipeline { sources, tasks, routes })
+        Ok(Pipeline {
+            sources,
+            tasks,
+            routes,
+            warnings: ctx.warnings,
+            routers,
+        })
     }
 
     /// A human-readable routing table (for `--dry-run`).
     pub fn routes(&self) -> &[String] {
         &self.routes
+    }
+
+    /// Traps found while building (for `--dry-run`).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Binds inputs, starts outputs and inputs. Inputs stop when `shutdown` fires; outputs
@@ -233,14 +303,19 @@ impl Pipeline {
         for (srv, sink) in servers {
             inputs.spawn(srv.run(sink, shutdown.clone()));
         }
+        let routers = self.routers;
         let handle = tokio::spawn(async move {
+            let _keep = routers;
             while inputs.join_next().await.is_some() {}
             tracing::info!("inputs stopped; draining outputs");
             out_trigger.fire();
             while outputs.join_next().await.is_some() {}
             tracing::info!("outputs drained");
         });
-        Ok(Running { inputs: bound, handle })
+        Ok(Running {
+            inputs: bound,
+            handle,
+        })
     }
 }
 
@@ -250,12 +325,21 @@ fn build_router(
     ctx: &mut BuildCtx,
     tasks: &mut Tasks,
     routes: &mut Vec<String>,
+    handle: Arc<router::LabelHandle>,
+    error_label: Option<Arc<router::LabelHandle>>,
 ) -> Result<Router, ConfigError> {
     let mut r = Router::new(label);
+    if label != "@ERROR" {
+        r.error_label = error_label;
+    }
+    ctx.current_label = handle;
     for s in sections {
-        let pat = Pattern::new(&s.arg).map_err(|e| ConfigError::new(s.span.clone(), e.to_string()))?;
+        let pat =
+            Pattern::new(&s.arg).map_err(|e| ConfigError::new(s.span.clone(), e.to_string()))?;
         match s.name.as_str() {
             "match" => {
+                ctx.current_match = r.matches.len();
+                ctx.current_pattern = Some(pat.clone());
                 let out = plugins::build_output(s, ctx, tasks)?;
                 routes.push(format!(
                     "{label}: <match {}> -> @type {} ({})",
@@ -266,18 +350,25 @@ fn build_router(
                 r.matches.push((pat, out));
             }
             "filter" => {
-                return Err(ConfigError::new(
-                    s.span.clone(),
-                    format!("filter @type '{}' is not supported yet", s.type_name().unwrap_or("?")),
-                ))
+                let f = plugins::build_filter(s, ctx, tasks)?;
+                routes.push(format!(
+                    "{label}: <filter {}> @type {} ({})",
+                    pat.as_str(),
+                    s.type_name().unwrap_or("?"),
+                    s.span
+                ));
+                r.filters.push((pat, f));
             }
             other => {
                 return Err(ConfigError::new(
                     s.span.clone(),
-                    format!("unknown directive <{other}> inside {label} (expected filter or match)"),
+                    format!(
+                        "unknown directive <{other}> inside {label} (expected filter or match)"
+                    ),
                 ))
             }
         }
     }
+    ctx.current_pattern = None;
     Ok(r)
 }

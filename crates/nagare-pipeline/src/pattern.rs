@@ -176,9 +176,7 @@ fn m(toks: &[Tok], s: &[u8]) -> bool {
                 false
             }
         }
-        Tok::AnyDot => {
-            m(rest, s) || (1..=s.len()).any(|k| s[k - 1] == b'.' && m(rest, &s[k..]))
-        }
+        Tok::AnyDot => m(rest, s) || (1..=s.len()).any(|k| s[k - 1] == b'.' && m(rest, &s[k..])),
     }
 }
 
@@ -193,7 +191,8 @@ impl Pattern {
         let mut alts = Vec::new();
         for word in arg.split_whitespace() {
             if word.len() >= 2 && word.starts_with('/') && word.ends_with('/') {
-                let re = Regex::new(&format!("^(?:{})$", &word[1..word.len() - 1])).map_err(|e| err(e.to_string()))?;
+                let re = Regex::new(&format!("^(?:{})$", &word[1..word.len() - 1]))
+                    .map_err(|e| err(e.to_string()))?;
                 alts.push(One::Regex(re));
             } else {
                 let globs = expand(word).map_err(err)?;

@@ -13,9 +13,21 @@ pub trait OutputPlugin: Send + Sync + 'static {
     async fn emit(&self, stream: EventStream) -> Result<Committed, EmitError>;
 }
 
-/// A filter: returns the stream to pass on (possibly changed), or `None` to stop it.
+/// An event a plugin rejected, on its way to the `@ERROR` label (or counted and dropped when
+/// there is none).
+#[derive(Debug, Clone)]
+pub struct ErrorEvent {
+    pub tag: nagare_core::Tag,
+    pub event: nagare_core::Event,
+    /// A stable reason (metric label), e.g. `parse_failed`.
+    pub reason: &'static str,
+}
+
+/// A filter changes the events of a stream in place: it may edit records, remove events, or
+/// move events to `errors` (routed to `@ERROR`). An emptied stream stops there. Filters count
+/// what they remove, with a reason.
 pub trait Filter: Send + Sync + 'static {
-    fn filter(&self, stream: EventStream) -> Option<EventStream>;
+    fn filter(&self, stream: &mut EventStream, errors: &mut Vec<ErrorEvent>);
 }
 
 /// A background task (flush loop, heartbeat) started with the output-phase shutdown signal.

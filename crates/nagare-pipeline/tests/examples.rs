@@ -11,7 +11,10 @@ fn example_files() -> Vec<PathBuf> {
             let p = e.expect("entry").path();
             if p.is_dir() {
                 stack.push(p);
-            } else if matches!(p.extension().and_then(|x| x.to_str()), Some("conf" | "yaml" | "yml")) {
+            } else if matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("conf" | "yaml" | "yml")
+            ) {
                 out.push(p);
             }
         }
@@ -26,13 +29,17 @@ fn every_example_validates() {
     assert!(!files.is_empty());
     for f in files {
         let root = nagare_config::parse_file(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        nagare_pipeline::Pipeline::validate(&root).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        nagare_pipeline::Pipeline::validate(&root)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
     }
 }
 
 #[test]
 fn built_in_defaults_validate() {
-    for role in [nagare_pipeline::cli::Role::Forwarder, nagare_pipeline::cli::Role::Aggregator] {
+    for role in [
+        nagare_pipeline::cli::Role::Forwarder,
+        nagare_pipeline::cli::Role::Aggregator,
+    ] {
         let root = nagare_config::parse_str(role.default_config(), Path::new("default")).unwrap();
         nagare_pipeline::Pipeline::validate(&root).unwrap();
     }
@@ -42,7 +49,10 @@ fn built_in_defaults_validate() {
 fn unknown_parameter_is_an_error_with_file_and_line() {
     let text = "<source>\n  @type forward\n  port 0\n  prot 5\n</source>\n";
     let root = nagare_config::parse_str(text, Path::new("bad.conf")).unwrap();
-    let err = nagare_pipeline::Pipeline::validate(&root).err().expect("must fail").to_string();
+    let err = nagare_pipeline::Pipeline::validate(&root)
+        .err()
+        .expect("must fail")
+        .to_string();
     assert!(err.starts_with("bad.conf:4:"), "{err}");
     assert!(err.contains("prot"), "{err}");
 }

@@ -23,7 +23,12 @@ fn gcd(a: u32, b: u32) -> u32 {
 impl Balancer {
     /// `weights[i]` of node i (standby nodes included).
     pub fn new(weights: &[u32]) -> Self {
-        let g = weights.iter().copied().filter(|&w| w > 0).fold(0, gcd).max(1);
+        let g = weights
+            .iter()
+            .copied()
+            .filter(|&w| w > 0)
+            .fold(0, gcd)
+            .max(1);
         let mut order = Vec::new();
         for (i, &w) in weights.iter().enumerate() {
             for _ in 0..(w / g) {
@@ -112,7 +117,13 @@ mod tests {
     fn standby_is_promoted_only_when_regulars_are_down() {
         let w = [60, 60, 60];
         let s = [false, false, true];
-        assert_eq!(eligible(&w, &s, &[true, true, true]), vec![true, true, false]);
-        assert_eq!(eligible(&w, &s, &[false, true, true]), vec![false, true, true]);
+        assert_eq!(
+            eligible(&w, &s, &[true, true, true]),
+            vec![true, true, false]
+        );
+        assert_eq!(
+            eligible(&w, &s, &[false, true, true]),
+            vec![false, true, true]
+        );
     }
 }

@@ -61,15 +61,14 @@ pub fn tls_connector(cfg: &TlsClientConfig) -> io::Result<tokio_rustls::TlsConne
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(insecure::AcceptAny(provider())))
     } else {
-        let roots = match &cfg.ca_path {
-            Some(p) => load_roots(p)?,
-            None => {
-                return Err(io::Error::new(
+        let roots =
+            match &cfg.ca_path {
+                Some(p) => load_roots(p)?,
+                None => return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "transport tls needs tls_cert_path (the CA to trust) or tls_insecure_mode true",
-                ))
-            }
-        };
+                )),
+            };
         builder.with_root_certificates(roots)
     };
     let config = match (&cfg.client_cert_path, &cfg.client_key_path) {
@@ -108,7 +107,12 @@ mod insecure {
             c: &CertificateDer<'_>,
             d: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
         }
         fn verify_tls13_signature(
             &self,
@@ -116,7 +120,12 @@ mod insecure {
             c: &CertificateDer<'_>,
             d: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
         }
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
@@ -144,7 +153,12 @@ pub async fn connect(
 ) -> Result<Conn, SendError> {
     let tcp = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| SendError::Connect(name.into(), format!("timed out after {:?}", cfg.connect_timeout)))?
+        .map_err(|_| {
+            SendError::Connect(
+                name.into(),
+                format!("timed out after {:?}", cfg.connect_timeout),
+            )
+        })?
         .map_err(|e| SendError::Connect(name.into(), e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     let io: Box<dyn Io> = match tls {
@@ -152,8 +166,10 @@ pub async fn connect(
         Some(c) => {
             let verify = cfg.tls.as_ref().is_none_or(|t| t.verify_hostname);
             let sni = if verify { host } else { "localhost" };
-            let server_name = rustls::pki_types::ServerName::try_from(sni.to_string())
-                .map_err(|e| SendError::Connect(name.into(), format!("bad TLS server name {host}: {e}")))?;
+            let server_name =
+                rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| {
+                    SendError::Connect(name.into(), format!("bad TLS server name {host}: {e}"))
+                })?;
             let s = tokio::time::timeout(cfg.connect_timeout, c.connect(server_name, tcp))
                 .await
                 .map_err(|_| SendError::Handshake(name.into(), "TLS handshake timed out".into()))?
@@ -214,9 +230,14 @@ impl Conn {
         let salt = new_salt();
         let mut out = BytesMut::new();
         client.ping(&helo, &salt).encode(&mut out);
-        self.io.write_all(&out).await.map_err(|e| hs(e.to_string()))?;
+        self.io
+            .write_all(&out)
+            .await
+            .map_err(|e| hs(e.to_string()))?;
         let pong = Pong::decode(&self.read_frame(name).await?).map_err(|e| hs(e.to_string()))?;
-        client.verify_pong(&pong, &helo, &salt).map_err(|e| hs(e.to_string()))
+        client
+            .verify_pong(&pong, &helo, &salt)
+            .map_err(|e| hs(e.to_string()))
     }
 
     /// Writes `parts` and, when `ack` is set, waits for `{"ack": ack}`.
@@ -243,7 +264,9 @@ impl Conn {
         };
         tokio::time::timeout(send_timeout, write)
             .await
-            .map_err(|_| SendError::Write(name.into(), format!("timed out after {send_timeout:?}")))?
+            .map_err(|_| {
+                SendError::Write(name.into(), format!("timed out after {send_timeout:?}"))
+            })?
             .map_err(|e| SendError::Write(name.into(), e.to_string()))?;
         self.last_used = Instant::now();
         let Some(want) = ack else { return Ok(()) };
@@ -264,10 +287,9 @@ impl Conn {
         }
         let mut one = [0u8; 1];
         // A zero timeout polls the read exactly once.
-        matches!(
-            tokio::time::timeout(Duration::ZERO, self.io.read(&mut one)).await,
-            Err(_)
-        )
+        tokio::time::timeout(Duration::ZERO, self.io.read(&mut one))
+            .await
+            .is_err()
     }
 
     /// Closes cleanly.

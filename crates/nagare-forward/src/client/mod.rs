@@ -12,7 +12,9 @@ pub mod config;
 pub mod conn;
 pub mod detector;
 
-pub use config::{ClientSecurityConfig, Compress, HeartbeatType, OutForwardConfig, ServerSpec, TlsClientConfig};
+pub use config::{
+    ClientSecurityConfig, Compress, HeartbeatType, OutForwardConfig, ServerSpec, TlsClientConfig,
+};
 
 use crate::codec::compress::gzip;
 use crate::codec::encode::{packed_forward_header_len, write_options, Options};
@@ -47,16 +49,32 @@ impl OutForwardStats {
     fn new(id: &str) -> Self {
         let l = [("plugin_id", id)];
         OutForwardStats {
-            chunks_sent: counter("nagare_forward_chunks_sent_total", "Chunks delivered (acked when require_ack_response)", &l),
+            chunks_sent: counter(
+                "nagare_forward_chunks_sent_total",
+                "Chunks delivered (acked when require_ack_response)",
+                &l,
+            ),
             records_sent: counter("nagare_forward_records_sent_total", "Records delivered", &l),
-            bytes_sent: counter("nagare_forward_bytes_sent_total", "Payload bytes delivered", &l),
+            bytes_sent: counter(
+                "nagare_forward_bytes_sent_total",
+                "Payload bytes delivered",
+                &l,
+            ),
             send_failures: ReasonCounters::new(
                 "nagare_forward_send_failures_total",
                 "Failed send attempts, by reason",
                 &l,
             ),
-            failovers: counter("nagare_forward_failovers_total", "Chunks retried on another node within one flush", &l),
-            nodes_available: gauge("nagare_forward_nodes_available", "Nodes currently available", &l),
+            failovers: counter(
+                "nagare_forward_failovers_total",
+                "Chunks retried on another node within one flush",
+                &l,
+            ),
+            nodes_available: gauge(
+                "nagare_forward_nodes_available",
+                "Nodes currently available",
+                &l,
+            ),
         }
     }
 }
@@ -90,7 +108,10 @@ impl OutForward {
     /// Validates the config and loads TLS material (errors here are startup errors).
     pub fn new(cfg: OutForwardConfig) -> io::Result<Self> {
         if cfg.servers.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "out_forward needs at least one <server>"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "out_forward needs at least one <server>",
+            ));
         }
         let tls = cfg.tls.as_ref().map(conn::tls_connector).transpose()?;
         let epoch = Instant::now();
@@ -169,7 +190,8 @@ impl OutForward {
     /// A heartbeat from `n` arrived.
     fn heartbeat(&self, n: &Node) {
         let now = self.now();
-        let recover = (self.cfg.recover_wait.as_secs_f64() / self.cfg.heartbeat_interval.as_secs_f64().max(1e-3)) as usize;
+        let recover = (self.cfg.recover_wait.as_secs_f64()
+            / self.cfg.heartbeat_interval.as_secs_f64().max(1e-3)) as usize;
         let mut st = self.lock(n);
         st.detector.add(now);
         if !st.available && st.detector.sample_size() > recover {
@@ -190,7 +212,9 @@ impl OutForward {
                 }
                 if st.detector.since_last(now) > self.cfg.hard_timeout.as_secs_f64() {
                     (true, "hard_timeout")
-                } else if self.cfg.phi_failure_detector && st.detector.phi(now) > self.cfg.phi_threshold {
+                } else if self.cfg.phi_failure_detector
+                    && st.detector.phi(now) > self.cfg.phi_threshold
+                {
                     (true, "phi_threshold")
                 } else {
                     (false, "")
@@ -218,11 +242,19 @@ impl OutForward {
         }
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((n.spec.host.as_str(), n.spec.port))
             .await
-            .map_err(|e| SendError::Connect(n.spec.name.clone(), format!("cannot resolve {}: {e}", n.spec.host)))?
+            .map_err(|e| {
+                SendError::Connect(
+                    n.spec.name.clone(),
+                    format!("cannot resolve {}: {e}", n.spec.host),
+                )
+            })?
             .collect();
         let mut st = self.lock(n);
         if addrs.is_empty() {
-            return Err(SendError::Connect(n.spec.name.clone(), format!("{} resolves to nothing", n.spec.host)));
+            return Err(SendError::Connect(
+                n.spec.name.clone(),
+                format!("{} resolves to nothing", n.spec.host),
+            ));
         }
         st.addrs = addrs;
         st.resolved_at = Some(Instant::now());
@@ -233,20 +265,37 @@ impl OutForward {
 
     async fn open(&self, n: &Node) -> Result<Conn, SendError> {
         let addr = self.resolve(n).await?;
-        let sec = self
-            .cfg
-            .security
-            .as_ref()
-            .map(|s| (s, n.key.as_slice(), n.spec.username.as_str(), n.spec.password.as_str()));
-        conn::connect(addr, &n.spec.host, &n.spec.name, &self.cfg, self.tls.as_ref(), sec).await
+        let sec = self.cfg.security.as_ref().map(|s| {
+            (
+                s,
+                n.key.as_slice(),
+                n.spec.username.as_str(),
+                n.spec.password.as_str(),
+            )
+        });
+        conn::connect(
+            addr,
+            &n.spec.host,
+            &n.spec.name,
+            &self.cfg,
+            self.tls.as_ref(),
+            sec,
+        )
+        .await
     }
 
     async fn checkout(&self, n: &Node) -> Result<Conn, SendError> {
         if self.cfg.keepalive {
             let mut pool = n.pool.lock().await;
             while let Some(mut c) = pool.pop() {
-                let too_old = self.cfg.keepalive_max_age.is_some_and(|a| c.created.elapsed() > a);
-                let idle = self.cfg.keepalive_timeout.is_some_and(|t| c.last_used.elapsed() > t);
+                let too_old = self
+                    .cfg
+                    .keepalive_max_age
+                    .is_some_and(|a| c.created.elapsed() > a);
+                let idle = self
+                    .cfg
+                    .keepalive_timeout
+                    .is_some_and(|t| c.last_used.elapsed() > t);
                 if !too_old && !idle && c.is_clean().await {
                     return Ok(c);
                 }
@@ -279,12 +328,19 @@ impl OutForward {
     }
 
     /// Starts failure detection (a no-op for `heartbeat_type none`).
-    pub fn spawn_heartbeat(self: &Arc<Self>, shutdown: Shutdown) -> Option<tokio::task::JoinHandle<()>> {
+    pub fn spawn_heartbeat(
+        self: &Arc<Self>,
+        shutdown: Shutdown,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         let me = self.clone();
         match self.cfg.heartbeat_type {
             HeartbeatType::None => None,
-            HeartbeatType::Transport => Some(tokio::spawn(async move { me.transport_heartbeat(shutdown).await })),
-            HeartbeatType::Udp => Some(tokio::spawn(async move { me.udp_heartbeat(shutdown).await })),
+            HeartbeatType::Transport => Some(tokio::spawn(async move {
+                me.transport_heartbeat(shutdown).await
+            })),
+            HeartbeatType::Udp => Some(tokio::spawn(
+                async move { me.udp_heartbeat(shutdown).await },
+            )),
         }
     }
 
@@ -352,10 +408,14 @@ fn integer_times(entries: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(entries.len());
     let mut p = 0;
     while p < entries.len() {
-        let Ok(end) = skip_complete(entries, p) else { break };
+        let Ok(end) = skip_complete(entries, p) else {
+            break;
+        };
         // Entries come from our own buffer: [time, record].
         let tp = p + 1;
-        let Ok(te) = skip_complete(entries, tp) else { break };
+        let Ok(te) = skip_complete(entries, tp) else {
+            break;
+        };
         let secs = match read_time(entries, tp, te) {
             Ok(TimeValue::Time(t)) => t.secs(),
             _ => 0,
@@ -385,7 +445,11 @@ impl Output for OutForward {
             size: Some(chunk.records as u64),
             compressed: (self.cfg.compress == Compress::Gzip).then_some("gzip"),
         };
-        let mut head = BytesMut::with_capacity(packed_forward_header_len(chunk.tag.as_bytes(), payload.len(), false));
+        let mut head = BytesMut::with_capacity(packed_forward_header_len(
+            chunk.tag.as_bytes(),
+            payload.len(),
+            false,
+        ));
         write_array_len(&mut head, 3);
         write_str(&mut head, chunk.tag.as_bytes());
         write_bin_header(&mut head, payload.len());
@@ -402,7 +466,13 @@ impl Output for OutForward {
             let attempt = async {
                 let mut c = self.checkout(n).await?;
                 match c
-                    .send(&parts, ack, self.cfg.send_timeout, self.cfg.ack_response_timeout, &n.spec.name)
+                    .send(
+                        &parts,
+                        ack,
+                        self.cfg.send_timeout,
+                        self.cfg.ack_response_timeout,
+                        &n.spec.name,
+                    )
                     .await
                 {
                     Ok(()) => {
@@ -429,7 +499,8 @@ impl Output for OutForward {
             }
         }
         Err(WriteError::Retryable(
-            last.map(|e| e.to_string()).unwrap_or_else(|| "no nodes are available".into()),
+            last.map(|e| e.to_string())
+                .unwrap_or_else(|| "no nodes are available".into()),
         ))
     }
 }

@@ -94,8 +94,12 @@ fn parse_options(frame: &Bytes, pos: usize, end: usize) -> Opts {
         return o;
     };
     for _ in 0..n {
-        let Ok(kend) = skip_complete(s, off) else { return o };
-        let Ok(vend) = skip_complete(s, kend) else { return o };
+        let Ok(kend) = skip_complete(s, off) else {
+            return o;
+        };
+        let Ok(vend) = skip_complete(s, kend) else {
+            return o;
+        };
         if let Some((ks, ke)) = read_str_or_bin(&s[off..kend]) {
             let key = &s[off + ks..off + ke];
             let val = &s[kend..vend];
@@ -142,7 +146,14 @@ impl<'l> Events<'l> {
     }
 
     /// Adds the event whose time spans `buf[tp..te]` and record `buf[rp..re]`.
-    fn push(&mut self, buf: &Bytes, tp: usize, te: usize, rp: usize, re: usize) -> Result<(), DecodeError> {
+    fn push(
+        &mut self,
+        buf: &Bytes,
+        tp: usize,
+        te: usize,
+        rp: usize,
+        re: usize,
+    ) -> Result<(), DecodeError> {
         let time = match read_time(buf, tp, te)? {
             TimeValue::Time(t) => t,
             TimeValue::Invalid(r) => return self.invalid(r),
@@ -248,7 +259,8 @@ pub fn parse_message(frame: Bytes, limits: &DecodeLimits) -> Result<Parsed, Deco
             ev.push(&frame, ep, ee, rp, re)?;
         }
         Mode::Forward => {
-            let (cnt, ahl) = read_array_len(&frame[ep..ee]).ok_or(DecodeError::Malformed("bad array"))?;
+            let (cnt, ahl) =
+                read_array_len(&frame[ep..ee]).ok_or(DecodeError::Malformed("bad array"))?;
             ev.out.reserve((cnt as usize).min(1024));
             let mut p = ep + ahl;
             for _ in 0..cnt {
@@ -258,7 +270,8 @@ pub fn parse_message(frame: Bytes, limits: &DecodeLimits) -> Result<Parsed, Deco
             }
         }
         Mode::PackedForward | Mode::CompressedPackedForward => {
-            let (s, e) = read_str_or_bin(&frame[ep..ee]).ok_or(DecodeError::Malformed("bad str"))?;
+            let (s, e) =
+                read_str_or_bin(&frame[ep..ee]).ok_or(DecodeError::Malformed("bad str"))?;
             let payload = frame.slice(ep + s..ep + e);
             let gz = match opts.compressed.as_deref() {
                 None => payload.starts_with(&GZIP_MAGIC),
@@ -279,7 +292,8 @@ pub fn parse_message(frame: Bytes, limits: &DecodeLimits) -> Result<Parsed, Deco
             let mut p = 0;
             while p < stream.len() {
                 // All-or-nothing: garbage anywhere in the stream rejects the whole message (M14).
-                let e = skip_complete(&stream, p).map_err(|_| DecodeError::Malformed("broken entry stream"))?;
+                let e = skip_complete(&stream, p)
+                    .map_err(|_| DecodeError::Malformed("broken entry stream"))?;
                 ev.push_entry(&stream, p, e)?;
                 p = e;
             }
@@ -310,7 +324,9 @@ mod tests {
     fn parse_hex(h: &str) -> Result<Parsed, DecodeError> {
         let b = hex::decode(h).unwrap();
         let mut buf = BytesMut::from(&b[..]);
-        let frame = Framer::new().next_frame(&mut buf, 1 << 20)?.expect("complete");
+        let frame = Framer::new()
+            .next_frame(&mut buf, 1 << 20)?
+            .expect("complete");
         assert!(buf.is_empty());
         parse_message(frame, &DecodeLimits::default())
     }
@@ -324,7 +340,9 @@ mod tests {
 
     #[test]
     fn v01_message() {
-        let m = msg(parse_hex("93aa6170702e616363657373ce55ece6f881a76d657373616765a568656c6c6f"));
+        let m = msg(parse_hex(
+            "93aa6170702e616363657373ce55ece6f881a76d657373616765a568656c6c6f",
+        ));
         assert_eq!(m.tag.as_bytes(), b"app.access");
         assert_eq!(m.events.len(), 1);
         assert_eq!(m.mode, Mode::Message);

@@ -171,7 +171,10 @@ mod tests {
 
     fn round_trip(bytes: BytesMut) -> crate::codec::Message {
         let mut b = bytes;
-        let f = Framer::new().next_frame(&mut b, usize::MAX).unwrap().unwrap();
+        let f = Framer::new()
+            .next_frame(&mut b, usize::MAX)
+            .unwrap()
+            .unwrap();
         match parse_message(f, &DecodeLimits::default()).unwrap() {
             Parsed::Message(m) => m,
             o => panic!("{o:?}"),
@@ -186,7 +189,14 @@ mod tests {
             chunk: Some(b"AAECAwQFBgcICQoLDA0ODw=="),
             ..Default::default()
         };
-        write_message(&mut out, b"app.access", EventTime::new(1441588984, 123456789), &r, Some(&o), false);
+        write_message(
+            &mut out,
+            b"app.access",
+            EventTime::new(1441588984, 123456789),
+            &r,
+            Some(&o),
+            false,
+        );
         assert_eq!(hex::encode(&out), "94aa6170702e616363657373d70055ece6f8075bcd1581a76d657373616765a568656c6c6f81a56368756e6bb841414543417751464267634943516f4c4441304f44773d3d");
     }
 
@@ -217,12 +227,18 @@ mod tests {
         for as_str in [false, true] {
             let mut out = BytesMut::new();
             write_packed_forward(&mut out, b"t", &entries, None, as_str);
-            assert_eq!(packed_forward_header_len(b"t", entries.len(), as_str), out.len() - entries.len());
+            assert_eq!(
+                packed_forward_header_len(b"t", entries.len(), as_str),
+                out.len() - entries.len()
+            );
             assert_eq!(round_trip(out).events, evs);
         }
         let gz = crate::codec::compress::gzip(&entries, 1);
         let mut out = BytesMut::new();
-        let o = Options { compressed: Some("gzip"), ..Default::default() };
+        let o = Options {
+            compressed: Some("gzip"),
+            ..Default::default()
+        };
         write_packed_forward(&mut out, b"t", &gz, Some(&o), false);
         assert_eq!(round_trip(out).events, evs);
     }

@@ -46,7 +46,11 @@ fn as_bytes(v: &rmpv::Value) -> Option<&[u8]> {
     }
 }
 
-fn decode(frame: &[u8], name: &'static str, len: usize) -> Result<Vec<rmpv::Value>, HandshakeError> {
+fn decode(
+    frame: &[u8],
+    name: &'static str,
+    len: usize,
+) -> Result<Vec<rmpv::Value>, HandshakeError> {
     let mut rd = frame;
     let v = rmpv::decode::read_value(&mut rd).map_err(|_| HandshakeError::Malformed(name))?;
     match v {
@@ -85,9 +89,16 @@ impl Helo {
         let rmpv::Value::Map(m) = &a[1] else {
             return Err(HandshakeError::Malformed("HELO"));
         };
-        let get = |k: &str| m.iter().find(|(kk, _)| as_bytes(kk) == Some(k.as_bytes())).map(|(_, v)| v);
+        let get = |k: &str| {
+            m.iter()
+                .find(|(kk, _)| as_bytes(kk) == Some(k.as_bytes()))
+                .map(|(_, v)| v)
+        };
         Ok(Helo {
-            nonce: get("nonce").and_then(as_bytes).ok_or(HandshakeError::Malformed("HELO"))?.to_vec(),
+            nonce: get("nonce")
+                .and_then(as_bytes)
+                .ok_or(HandshakeError::Malformed("HELO"))?
+                .to_vec(),
             auth: get("auth").and_then(as_bytes).unwrap_or_default().to_vec(),
             keepalive: get("keepalive").and_then(|v| v.as_bool()).unwrap_or(true),
         })
@@ -117,7 +128,11 @@ impl Ping {
 
     pub fn decode(frame: &[u8]) -> Result<Ping, HandshakeError> {
         let a = decode(frame, "PING", 6)?;
-        let f = |i: usize| as_bytes(&a[i]).map(<[u8]>::to_vec).ok_or(HandshakeError::Malformed("PING"));
+        let f = |i: usize| {
+            as_bytes(&a[i])
+                .map(<[u8]>::to_vec)
+                .ok_or(HandshakeError::Malformed("PING"))
+        };
         Ok(Ping {
             hostname: f(1)?,
             shared_key_salt: f(2)?,
@@ -152,8 +167,12 @@ impl Pong {
         Ok(Pong {
             auth_result: a[1].as_bool().ok_or(HandshakeError::Malformed("PONG"))?,
             reason: String::from_utf8_lossy(as_bytes(&a[2]).unwrap_or_default()).into_owned(),
-            server_hostname: as_bytes(&a[3]).ok_or(HandshakeError::Malformed("PONG"))?.to_vec(),
-            shared_key_hexdigest: as_bytes(&a[4]).ok_or(HandshakeError::Malformed("PONG"))?.to_vec(),
+            server_hostname: as_bytes(&a[3])
+                .ok_or(HandshakeError::Malformed("PONG"))?
+                .to_vec(),
+            shared_key_hexdigest: as_bytes(&a[4])
+                .ok_or(HandshakeError::Malformed("PONG"))?
+                .to_vec(),
         })
     }
 
@@ -198,11 +217,19 @@ impl IpNet {
         };
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(i)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 u32::from(n) & mask == u32::from(i) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(i)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 u128::from(n) & mask == u128::from(i) & mask
             }
             _ => false,
@@ -232,18 +259,30 @@ pub struct ServerSecurity {
 impl ServerSecurity {
     /// Checks a PING as fluentd's `check_ping` does and returns the PONG to send. `Err` holds
     /// the refusal reason (the PONG for it is [`Pong::refusal`]).
-    pub fn check_ping(&self, ping: &Ping, peer: IpAddr, nonce: &[u8], auth: &[u8]) -> Result<Pong, String> {
-        let rule = self.clients.iter().find(|c| c.networks.iter().any(|n| n.contains(peer)));
+    pub fn check_ping(
+        &self,
+        ping: &Ping,
+        peer: IpAddr,
+        nonce: &[u8],
+        auth: &[u8],
+    ) -> Result<Pong, String> {
+        let rule = self
+            .clients
+            .iter()
+            .find(|c| c.networks.iter().any(|n| n.contains(peer)));
         if rule.is_none() && !self.clients.is_empty() && !self.allow_anonymous_source {
             return Err(format!("anonymous source host '{peer}' denied"));
         }
-        let key: &[u8] = rule.and_then(|r| r.shared_key.as_deref()).unwrap_or(&self.shared_key);
+        let key: &[u8] = rule
+            .and_then(|r| r.shared_key.as_deref())
+            .unwrap_or(&self.shared_key);
         let want = shared_key_digest(&ping.shared_key_salt, &ping.hostname, nonce, key);
         if want.as_bytes() != ping.shared_key_hexdigest.as_slice() {
             return Err("shared_key mismatch".into());
         }
         if self.user_auth {
-            let allowed = |u: &str| rule.is_none_or(|r| r.users.is_empty() || r.users.iter().any(|x| x == u));
+            let allowed =
+                |u: &str| rule.is_none_or(|r| r.users.is_empty() || r.users.iter().any(|x| x == u));
             let ok = self.users.iter().any(|(u, p)| {
                 u.as_bytes() == ping.username.as_slice()
                     && allowed(u)
@@ -286,14 +325,24 @@ impl ClientSecurity {
         } else {
             (
                 self.username.as_bytes().to_vec(),
-                password_digest(&helo.auth, self.username.as_bytes(), self.password.as_bytes()).into_bytes(),
+                password_digest(
+                    &helo.auth,
+                    self.username.as_bytes(),
+                    self.password.as_bytes(),
+                )
+                .into_bytes(),
             )
         };
         Ping {
             hostname: self.self_hostname.as_bytes().to_vec(),
             shared_key_salt: salt.to_vec(),
-            shared_key_hexdigest: shared_key_digest(salt, self.self_hostname.as_bytes(), &helo.nonce, &self.shared_key)
-                .into_bytes(),
+            shared_key_hexdigest: shared_key_digest(
+                salt,
+                self.self_hostname.as_bytes(),
+                &helo.nonce,
+                &self.shared_key,
+            )
+            .into_bytes(),
             username,
             password_digest,
         }
@@ -305,7 +354,9 @@ impl ClientSecurity {
             return Err(HandshakeError::Refused(pong.reason.clone()));
         }
         if pong.server_hostname == self.self_hostname.as_bytes() {
-            return Err(HandshakeError::Refused("same hostname between input and output".into()));
+            return Err(HandshakeError::Refused(
+                "same hostname between input and output".into(),
+            ));
         }
         let want = shared_key_digest(salt, &pong.server_hostname, &helo.nonce, &self.shared_key);
         if want.as_bytes() != pong.shared_key_hexdigest.as_slice() {
@@ -327,19 +378,26 @@ pub fn random16() -> Vec<u8> {
     b.to_vec()
 }
 
-
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const NONCE: [u8; 16] = [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
-    const AUTH: [u8; 16] = [0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x00];
+    const NONCE: [u8; 16] = [
+        0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee,
+        0xff,
+    ];
+    const AUTH: [u8; 16] = [
+        0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,
+        0x00,
+    ];
     const SALT: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn helo() -> Helo {
-        Helo { nonce: NONCE.to_vec(), auth: AUTH.to_vec(), keepalive: true }
+        Helo {
+            nonce: NONCE.to_vec(),
+            auth: AUTH.to_vec(),
+            keepalive: true,
+        }
     }
 
     #[test]
@@ -384,22 +442,45 @@ mod tests {
             password: "pa55".into(),
         };
         let ping = c.ping(&helo(), SALT);
-        let pong = s.check_ping(&ping, "127.0.0.1".parse().unwrap(), &NONCE, &AUTH).unwrap();
+        let pong = s
+            .check_ping(&ping, "127.0.0.1".parse().unwrap(), &NONCE, &AUTH)
+            .unwrap();
         assert_eq!(pong.shared_key_hexdigest, b"fea89b1373bbc7f99f002a4022daac2b2348ceb965c131dfb7c0ff3dddcbce2214fb421155dc960cee19456b51e93f0ba66da0d290bba5dd8c4762a5b7035ec9");
         let mut out = BytesMut::new();
         pong.encode(&mut out);
         assert_eq!(out.len(), 159);
-        assert!(c.verify_pong(&Pong::decode(&out).unwrap(), &helo(), SALT).is_ok());
+        assert!(c
+            .verify_pong(&Pong::decode(&out).unwrap(), &helo(), SALT)
+            .is_ok());
 
         let mut refusal = BytesMut::new();
         Pong::refusal("shared_key mismatch").encode(&mut refusal);
-        assert_eq!(hex::encode(&refusal), "95a4504f4e47c2b37368617265645f6b6579206d69736d61746368a0a0");
+        assert_eq!(
+            hex::encode(&refusal),
+            "95a4504f4e47c2b37368617265645f6b6579206d69736d61746368a0a0"
+        );
 
-        let bad = ClientSecurity { shared_key: b"nope".to_vec(), ..c.clone() };
-        let e = s.check_ping(&bad.ping(&helo(), SALT), "127.0.0.1".parse().unwrap(), &NONCE, &AUTH);
+        let bad = ClientSecurity {
+            shared_key: b"nope".to_vec(),
+            ..c.clone()
+        };
+        let e = s.check_ping(
+            &bad.ping(&helo(), SALT),
+            "127.0.0.1".parse().unwrap(),
+            &NONCE,
+            &AUTH,
+        );
         assert_eq!(e, Err("shared_key mismatch".into()));
-        let badpw = ClientSecurity { password: "x".into(), ..c.clone() };
-        let e = s.check_ping(&badpw.ping(&helo(), SALT), "127.0.0.1".parse().unwrap(), &NONCE, &AUTH);
+        let badpw = ClientSecurity {
+            password: "x".into(),
+            ..c.clone()
+        };
+        let e = s.check_ping(
+            &badpw.ping(&helo(), SALT),
+            "127.0.0.1".parse().unwrap(),
+            &NONCE,
+            &AUTH,
+        );
         assert_eq!(e, Err("username/password mismatch".into()));
         // A PONG with our own hostname or a wrong digest is refused by the client.
         let mut same = pong.clone();
@@ -416,13 +497,26 @@ mod tests {
             self_hostname: "agg".into(),
             shared_key: b"k".to_vec(),
             allow_anonymous_source: false,
-            clients: vec![ClientRule { networks: vec![IpNet::parse("10.0.0.0/8").unwrap()], ..Default::default() }],
+            clients: vec![ClientRule {
+                networks: vec![IpNet::parse("10.0.0.0/8").unwrap()],
+                ..Default::default()
+            }],
             ..Default::default()
         };
-        let c = ClientSecurity { self_hostname: "fw".into(), shared_key: b"k".to_vec(), ..Default::default() };
-        let h = Helo { nonce: NONCE.to_vec(), auth: vec![], keepalive: true };
+        let c = ClientSecurity {
+            self_hostname: "fw".into(),
+            shared_key: b"k".to_vec(),
+            ..Default::default()
+        };
+        let h = Helo {
+            nonce: NONCE.to_vec(),
+            auth: vec![],
+            keepalive: true,
+        };
         let p = c.ping(&h, SALT);
-        assert!(s.check_ping(&p, "10.1.2.3".parse().unwrap(), &NONCE, &[]).is_ok());
+        assert!(s
+            .check_ping(&p, "10.1.2.3".parse().unwrap(), &NONCE, &[])
+            .is_ok());
         assert_eq!(
             s.check_ping(&p, "127.0.0.1".parse().unwrap(), &NONCE, &[]),
             Err("anonymous source host '127.0.0.1' denied".into())

@@ -41,7 +41,10 @@ fn from_float(f: f64) -> TimeValue {
 
 fn ext(ty: i8, data: &[u8]) -> Result<TimeValue, DecodeError> {
     match (ty, data.len()) {
-        (0, 8) => Ok(TimeValue::Time(EventTime::new(be32(data), be32(&data[4..])))),
+        (0, 8) => Ok(TimeValue::Time(EventTime::new(
+            be32(data),
+            be32(&data[4..]),
+        ))),
         (0, n) => Err(DecodeError::BadEventTime(n as u32)),
         (-1, 4) => Ok(from_int(be32(data) as i128)),
         (-1, 8) => {
@@ -134,7 +137,9 @@ mod tests {
     fn event_time_fixext8_and_ext8() {
         let want = Ok(TimeValue::Time(EventTime::new(SEC, 123456789)));
         let fix = [0xd7, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0x07, 0x5b, 0xcd, 0x15];
-        let e8 = [0xc7, 0x08, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0x07, 0x5b, 0xcd, 0x15];
+        let e8 = [
+            0xc7, 0x08, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0x07, 0x5b, 0xcd, 0x15,
+        ];
         assert_eq!(t(&fix), want);
         assert_eq!(t(&e8), want);
     }
@@ -165,13 +170,21 @@ mod tests {
 
     #[test]
     fn unknown_ext_and_short_event_time_are_errors() {
-        assert_eq!(t(&[0xd7, 0x05, 0, 0, 0, 0, 0, 0, 0, 0]), Err(DecodeError::UnknownExtType(5)));
-        assert_eq!(t(&[0xd6, 0x00, 0, 0, 0, 0]), Err(DecodeError::BadEventTime(4)));
+        assert_eq!(
+            t(&[0xd7, 0x05, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::UnknownExtType(5))
+        );
+        assert_eq!(
+            t(&[0xd6, 0x00, 0, 0, 0, 0]),
+            Err(DecodeError::BadEventTime(4))
+        );
     }
 
     #[test]
     fn v15_array_time() {
-        let b = [0x92, 0xd7, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0x07, 0x5b, 0xcd, 0x15, 0x80];
+        let b = [
+            0x92, 0xd7, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0x07, 0x5b, 0xcd, 0x15, 0x80,
+        ];
         assert_eq!(t(&b), Ok(TimeValue::Time(EventTime::new(SEC, 123456789))));
     }
 }

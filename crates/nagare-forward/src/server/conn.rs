@@ -264,7 +264,14 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
             if let Some(w) = ctx.cfg.chunk_size_warn_limit {
                 if frame.len() > w {
                     ctx.stats.large_messages_warned.inc();
-                    ctx.warn("large", &peer.name, &format!("message of {} bytes is over chunk_size_warn_limit {w}", frame.len()));
+                    ctx.warn(
+                        "large",
+                        &peer.name,
+                        &format!(
+                            "message of {} bytes is over chunk_size_warn_limit {w}",
+                            frame.len()
+                        ),
+                    );
                 }
             }
             match parse_message(frame, limits) {
@@ -277,15 +284,23 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                     ctx.stats.messages_rejected.inc(reason);
                     ctx.warn(reason, &peer.name, &format!("message rejected: {reason}"));
                     if let Some(c) = chunk {
-                        batch.acks.push(PendingAck::new(c, ctx.stats.acks_withheld.clone()));
+                        batch
+                            .acks
+                            .push(PendingAck::new(c, ctx.stats.acks_withheld.clone()));
                     }
                 }
                 Ok(Parsed::Message(m)) => {
                     messages += 1;
                     if m.invalid_events > 0 {
                         let reason = m.invalid_reason.unwrap_or("invalid_event");
-                        ctx.stats.events_dropped.add(reason, m.invalid_events as u64);
-                        ctx.warn(reason, &peer.name, &format!("{} invalid event(s) dropped: {reason}", m.invalid_events));
+                        ctx.stats
+                            .events_dropped
+                            .add(reason, m.invalid_events as u64);
+                        ctx.warn(
+                            reason,
+                            &peer.name,
+                            &format!("{} invalid event(s) dropped: {reason}", m.invalid_events),
+                        );
                     }
                     let tag = ctx.rewrite_tag(m.tag);
                     let mut events = m.events;
@@ -293,6 +308,8 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                     if !events.is_empty() {
                         if batch.tag.as_ref() != Some(&tag) && !batch.events.is_empty() {
                             if let Err(c) = batch.flush(ctx, &mut out).await {
+                                // Acks of batches committed earlier in this read still go out.
+                                write_out(io, &mut out).await;
                                 return c;
                             }
                         }
@@ -304,10 +321,13 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                         }
                     }
                     if let Some(c) = m.chunk {
-                        batch.acks.push(PendingAck::new(c, ctx.stats.acks_withheld.clone()));
+                        batch
+                            .acks
+                            .push(PendingAck::new(c, ctx.stats.acks_withheld.clone()));
                     }
                     if batch.events.len() >= MAX_BATCH_EVENTS {
                         if let Err(c) = batch.flush(ctx, &mut out).await {
+                            write_out(io, &mut out).await;
                             return c;
                         }
                     }
@@ -322,7 +342,11 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
             out.clear();
         }
         if let Err(c) = flushed {
-            ctx.warn("emit_failed", &peer.name, "events not committed; closing connection without ack");
+            ctx.warn(
+                "emit_failed",
+                &peer.name,
+                "events not committed; closing connection without ack",
+            );
             return c;
         }
         if let Some(e) = failure {
@@ -339,13 +363,25 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
     }
 }
 
+/// Best-effort write of acks already owed, before an error close.
+async fn write_out<S: Transport>(io: &mut S, out: &mut BytesMut) {
+    if !out.is_empty() {
+        let _ = io.write_all(out).await;
+        let _ = io.flush().await;
+        out.clear();
+    }
+}
+
 fn log_decode_error(ctx: &Ctx, peer: &Peer, e: &DecodeError) {
     ctx.warn(e.reason(), &peer.name, &format!("closing connection: {e}"));
 }
 
 fn add_source_fields(ctx: &Ctx, peer: &Peer, events: &mut [Event]) {
     let ip = peer.ip.map(|i| i.to_string()).unwrap_or_default();
-    for key in [&ctx.cfg.source_address_key, &ctx.cfg.source_hostname_key].into_iter().flatten() {
+    for key in [&ctx.cfg.source_address_key, &ctx.cfg.source_hostname_key]
+        .into_iter()
+        .flatten()
+    {
         for e in events.iter_mut() {
             e.record = e.record.with_str_field(key.as_bytes(), ip.as_bytes());
         }
@@ -368,7 +404,8 @@ async fn handshake<S: Transport>(
     };
     let mut out = BytesMut::new();
     helo.encode(&mut out);
-    if io.write_all(&out).await.is_err() {
+    // Flush: over TLS, written bytes can otherwise wait in the session buffer.
+    if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
         return Err(Close::Peer);
     }
     let frame = loop {
@@ -378,17 +415,27 @@ async fn handshake<S: Transport>(
             Err(e) => return Err(Close::Error(e.reason())),
         }
         // A transport heartbeat connects, handshakes and closes; EOF here is normal.
-        read_more(io, buf, ctx, shutdown, Some(ctx.cfg.handshake_timeout)).await?;
+        read_more(io, buf, ctx, shutdown, Some(ctx.cfg.handshake_timeout))
+            .await
+            .map_err(|c| match c {
+                Close::Error("partial_frame_timeout") => Close::Error("handshake_timeout"),
+                c => c,
+            })?;
     };
     let verdict = match Ping::decode(&frame) {
-        Ok(ping) => sec.check_ping(&ping, peer.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), &helo.nonce, &helo.auth),
+        Ok(ping) => sec.check_ping(
+            &ping,
+            peer.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            &helo.nonce,
+            &helo.auth,
+        ),
         Err(_) => Err("malformed PING".to_string()),
     };
     out.clear();
     match verdict {
         Ok(pong) => {
             pong.encode(&mut out);
-            if io.write_all(&out).await.is_err() {
+            if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
                 return Err(Close::Peer);
             }
             Ok(())

@@ -36,9 +36,14 @@ impl InForward {
     /// certificate fails at startup, not at the first connection).
     pub async fn bind(cfg: InForwardConfig) -> io::Result<InForward> {
         let tls = cfg.tls.as_ref().map(tls::acceptor).transpose()?;
-        let tcp = TcpListener::bind((cfg.bind.as_str(), cfg.port)).await.map_err(|e| {
-            io::Error::new(e.kind(), format!("in_forward cannot bind {}:{}: {e}", cfg.bind, cfg.port))
-        })?;
+        let tcp = TcpListener::bind((cfg.bind.as_str(), cfg.port))
+            .await
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("in_forward cannot bind {}:{}: {e}", cfg.bind, cfg.port),
+                )
+            })?;
         let addr = tcp.local_addr()?;
         let udp = match UdpSocket::bind(addr).await {
             Ok(u) => Some(u),
@@ -94,7 +99,12 @@ impl InForward {
             tasks.spawn(async move { accept_unix(unix, ctx, limit, sd).await });
         }
         if let Some(tcp) = self.tcp {
-            let (ctx, limit, sd, tls) = (ctx.clone(), limit.clone(), shutdown.clone(), self.tls.clone());
+            let (ctx, limit, sd, tls) = (
+                ctx.clone(),
+                limit.clone(),
+                shutdown.clone(),
+                self.tls.clone(),
+            );
             tasks.spawn(async move { accept_tcp(tcp, tls, ctx, limit, sd).await });
         }
         while tasks.join_next().await.is_some() {}
@@ -127,7 +137,11 @@ async fn accept_tcp(
         ctx.stats.connections_accepted.inc();
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             ctx.stats.connections_closed.inc("connection_limit");
-            ctx.warn("connection_limit", &peer.to_string(), "connection limit reached; closing new connection");
+            ctx.warn(
+                "connection_limit",
+                &peer.to_string(),
+                "connection limit reached; closing new connection",
+            );
             conn::Transport::set_linger(&stream, Some(std::time::Duration::ZERO));
             drop(stream);
             continue;
@@ -142,16 +156,19 @@ async fn accept_tcp(
             let peer = conn::Peer::ip(peer);
             match tls {
                 None => conn::serve(stream, peer, ctx, sd).await,
-                Some(acc) => match tokio::time::timeout(ctx.cfg.handshake_timeout, acc.accept(stream)).await {
-                    Ok(Ok(s)) => conn::serve(s, peer, ctx, sd).await,
-                    Ok(Err(e)) => {
-                        ctx.stats.connections_closed.inc("tls_handshake_failed");
-                        ctx.warn("tls", &peer.name, &format!("TLS handshake failed: {e}"));
+                Some(acc) => {
+                    match tokio::time::timeout(ctx.cfg.handshake_timeout, acc.accept(stream)).await
+                    {
+                        Ok(Ok(s)) => conn::serve(s, peer, ctx, sd).await,
+                        Ok(Err(e)) => {
+                            ctx.stats.connections_closed.inc("tls_handshake_failed");
+                            ctx.warn("tls", &peer.name, &format!("TLS handshake failed: {e}"));
+                        }
+                        Err(_) => {
+                            ctx.stats.connections_closed.inc("tls_handshake_timeout");
+                        }
                     }
-                    Err(_) => {
-                        ctx.stats.connections_closed.inc("tls_handshake_timeout");
-                    }
-                },
+                }
             }
         });
     }

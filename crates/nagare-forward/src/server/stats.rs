@@ -31,15 +31,27 @@ impl InForwardStats {
     pub fn new(id: &str) -> Self {
         let l = [("plugin_id", id)];
         InForwardStats {
-            connections_accepted: counter("nagare_input_connections_accepted_total", "Connections accepted", &l),
+            connections_accepted: counter(
+                "nagare_input_connections_accepted_total",
+                "Connections accepted",
+                &l,
+            ),
             connections_open: gauge("nagare_input_connections_open", "Connections open now", &l),
             connections_closed: ReasonCounters::new(
                 "nagare_input_connections_closed_total",
                 "Connections closed by the server before the peer closed them, by reason",
                 &l,
             ),
-            messages: counter("nagare_input_messages_total", "Forward messages decoded", &l),
-            events: counter("nagare_input_events_total", "Events accepted and committed", &l),
+            messages: counter(
+                "nagare_input_messages_total",
+                "Forward messages decoded",
+                &l,
+            ),
+            events: counter(
+                "nagare_input_events_total",
+                "Events accepted and committed",
+                &l,
+            ),
             bytes: counter("nagare_input_bytes_total", "Bytes read from peers", &l),
             messages_rejected: ReasonCounters::new(
                 "nagare_input_messages_rejected_total",
@@ -62,7 +74,11 @@ impl InForwardStats {
                 "Handshakes refused, by reason",
                 &l,
             ),
-            heartbeats_udp: counter("nagare_input_udp_heartbeats_total", "UDP heartbeats answered", &l),
+            heartbeats_udp: counter(
+                "nagare_input_udp_heartbeats_total",
+                "UDP heartbeats answered",
+                &l,
+            ),
             large_messages_warned: counter(
                 "nagare_input_large_messages_total",
                 "Messages over chunk_size_warn_limit",

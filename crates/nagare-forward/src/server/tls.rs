@@ -12,19 +12,32 @@ fn invalid(msg: String) -> io::Error {
 /// Reads a PEM certificate chain.
 pub fn load_certs(path: &std::path::Path) -> io::Result<Vec<CertificateDer<'static>>> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| invalid(format!("cannot read certificates from {}: {e}", path.display())))?
+        .map_err(|e| {
+            invalid(format!(
+                "cannot read certificates from {}: {e}",
+                path.display()
+            ))
+        })?
         .collect();
-    let certs = certs.map_err(|e| invalid(format!("bad certificate in {}: {e}", path.display())))?;
+    let certs =
+        certs.map_err(|e| invalid(format!("bad certificate in {}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(invalid(format!("no certificate found in {}", path.display())));
+        return Err(invalid(format!(
+            "no certificate found in {}",
+            path.display()
+        )));
     }
     Ok(certs)
 }
 
 /// Reads a PEM private key.
 pub fn load_key(path: &std::path::Path) -> io::Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| invalid(format!("cannot read private key from {}: {e}", path.display())))
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        invalid(format!(
+            "cannot read private key from {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// A root store from a PEM CA bundle.
@@ -56,10 +69,12 @@ pub fn acceptor(cfg: &TlsServerConfig) -> io::Result<tokio_rustls::TlsAcceptor> 
             .ca_path
             .as_ref()
             .ok_or_else(|| invalid("client_cert_auth needs ca_path".into()))?;
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider())
-                .build()
-                .map_err(|e| invalid(format!("client verifier: {e}")))?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(load_roots(ca)?),
+            provider(),
+        )
+        .build()
+        .map_err(|e| invalid(format!("client verifier: {e}")))?;
         builder.with_client_cert_verifier(verifier)
     } else {
         builder.with_no_client_auth()

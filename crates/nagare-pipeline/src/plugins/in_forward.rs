@@ -3,7 +3,9 @@
 use crate::BuildCtx;
 use nagare_config::{ConfigError, Section};
 use nagare_forward::codec::handshake::{ClientRule, IpNet, ServerSecurity};
-use nagare_forward::server::config::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_PARTIAL_FRAME_TIMEOUT, DEFAULT_PORT};
+use nagare_forward::server::config::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_PARTIAL_FRAME_TIMEOUT, DEFAULT_PORT,
+};
 use nagare_forward::server::{InForwardConfig, TlsServerConfig};
 use std::time::Duration;
 
@@ -20,8 +22,9 @@ pub fn parse(sec: &Section, ctx: &mut BuildCtx) -> Result<InForwardConfig, Confi
         bind: p.str_or("bind", &d.bind)?,
         port: p.int("port", DEFAULT_PORT)?,
         unix_path: p.str("unix_path")?.map(Into::into),
-        unix_perm: u32::from_str_radix(&p.str_or("unix_perm", "0644")?, 8)
-            .map_err(|_| ConfigError::new(sec.span.clone(), "unix_perm must be octal, like 0644"))?,
+        unix_perm: u32::from_str_radix(&p.str_or("unix_perm", "0644")?, 8).map_err(|_| {
+            ConfigError::new(sec.span.clone(), "unix_perm must be octal, like 0644")
+        })?,
         chunk_size_warn_limit: p.opt_size("chunk_size_warn_limit")?.map(|v| v as usize),
         tag: p.str("tag")?,
         add_tag_prefix: p.str("add_tag_prefix")?,
@@ -31,12 +34,16 @@ pub fn parse(sec: &Section, ctx: &mut BuildCtx) -> Result<InForwardConfig, Confi
         send_keepalive_packet: p.bool("send_keepalive_packet", false)?,
         linger_timeout: Some(p.duration("linger_timeout", Duration::ZERO)?),
         max_connections: p.int("max_connections", DEFAULT_MAX_CONNECTIONS)?,
-        partial_frame_timeout: p.duration("partial_frame_timeout", DEFAULT_PARTIAL_FRAME_TIMEOUT)?,
+        partial_frame_timeout: p
+            .duration("partial_frame_timeout", DEFAULT_PARTIAL_FRAME_TIMEOUT)?,
         handshake_timeout: p.duration("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)?,
         ..d
     };
     cfg.limits.max_frame = p.size("chunk_size_limit", cfg.limits.max_frame as u64)? as usize;
-    cfg.limits.max_decompressed = p.size("decompression_size_limit", cfg.limits.max_decompressed as u64)? as usize;
+    cfg.limits.max_decompressed = p.size(
+        "decompression_size_limit",
+        cfg.limits.max_decompressed as u64,
+    )? as usize;
     cfg.limits.skip_invalid_event = p.bool("skip_invalid_event", true)?;
     p.ignore("resolve_hostname");
     if let Some(s) = p.section("security")? {
@@ -60,7 +67,8 @@ fn parse_security(sec: &Section, ctx: &BuildCtx) -> Result<ServerSecurity, Confi
     };
     for u in p.sections("user") {
         let mut up = u.params();
-        s.users.push((up.required_str("username")?, up.required_str("password")?));
+        s.users
+            .push((up.required_str("username")?, up.required_str("password")?));
         up.finish()?;
     }
     for c in p.sections("client") {
@@ -68,14 +76,25 @@ fn parse_security(sec: &Section, ctx: &BuildCtx) -> Result<ServerSecurity, Confi
         let mut rule = ClientRule::default();
         if let Some(h) = cp.str("host")? {
             // Resolved once at startup (fluentd resolves by reverse lookup per connection).
-            let addrs = std::net::ToSocketAddrs::to_socket_addrs(&(h.as_str(), 0))
-                .map_err(|e| ConfigError::new(c.span.clone(), format!("cannot resolve <client> host '{h}': {e}")))?;
-            rule.networks.extend(addrs.map(|a| IpNet { addr: a.ip(), prefix: if a.is_ipv4() { 32 } else { 128 } }));
+            let addrs =
+                std::net::ToSocketAddrs::to_socket_addrs(&(h.as_str(), 0)).map_err(|e| {
+                    ConfigError::new(
+                        c.span.clone(),
+                        format!("cannot resolve <client> host '{h}': {e}"),
+                    )
+                })?;
+            rule.networks.extend(addrs.map(|a| IpNet {
+                addr: a.ip(),
+                prefix: if a.is_ipv4() { 32 } else { 128 },
+            }));
         }
         if let Some(n) = cp.str("network")? {
-            rule.networks.push(
-                IpNet::parse(&n).ok_or_else(|| ConfigError::new(c.span.clone(), format!("bad network '{n}', expected a CIDR like 10.0.0.0/8")))?,
-            );
+            rule.networks.push(IpNet::parse(&n).ok_or_else(|| {
+                ConfigError::new(
+                    c.span.clone(),
+                    format!("bad network '{n}', expected a CIDR like 10.0.0.0/8"),
+                )
+            })?);
         }
         rule.shared_key = cp.str("shared_key")?.map(String::into_bytes);
         rule.users = cp.array("users")?.unwrap_or_default();
@@ -88,7 +107,11 @@ fn parse_security(sec: &Section, ctx: &BuildCtx) -> Result<ServerSecurity, Confi
 
 fn parse_transport(t: &Section) -> Result<Option<TlsServerConfig>, ConfigError> {
     let mut p = t.params();
-    let kind = if t.arg.is_empty() { "tcp".to_string() } else { t.arg.clone() };
+    let kind = if t.arg.is_empty() {
+        "tcp".to_string()
+    } else {
+        t.arg.clone()
+    };
     let out = match kind.as_str() {
         "tcp" => None,
         "tls" => Some(TlsServerConfig {
@@ -98,7 +121,10 @@ fn parse_transport(t: &Section) -> Result<Option<TlsServerConfig>, ConfigError> 
             client_cert_auth: p.bool("client_cert_auth", false)?,
         }),
         other => {
-            return Err(ConfigError::new(t.span.clone(), format!("unknown transport '{other}' (expected tcp or tls)")))
+            return Err(ConfigError::new(
+                t.span.clone(),
+                format!("unknown transport '{other}' (expected tcp or tls)"),
+            ))
         }
     };
     p.ignore("version");

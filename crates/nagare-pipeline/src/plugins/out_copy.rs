@@ -14,13 +14,21 @@ pub struct CopyOutput {
     ignored: ReasonCounters,
 }
 
-pub fn build(sec: &Section, ctx: &mut BuildCtx, tasks: &mut Tasks) -> Result<Arc<dyn OutputPlugin>, ConfigError> {
+pub fn build(
+    sec: &Section,
+    ctx: &mut BuildCtx,
+    tasks: &mut Tasks,
+) -> Result<Arc<dyn OutputPlugin>, ConfigError> {
     let id = super::plugin_id(sec, ctx, "copy");
     let mut p = sec.params();
     p.ignore("@type");
     p.ignore("@id");
     p.ignore("@log_level");
-    let _mode = p.enumeration("copy_mode", &["no_copy", "shallow", "deep", "marshal"], "no_copy")?;
+    let _mode = p.enumeration(
+        "copy_mode",
+        &["no_copy", "shallow", "deep", "marshal"],
+        "no_copy",
+    )?;
     let mut stores = Vec::new();
     for s in p.sections("store") {
         let ignore = s.arg.split_whitespace().any(|w| w == "ignore_error");
@@ -28,7 +36,10 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx, tasks: &mut Tasks) -> Result<Arc
     }
     p.finish()?;
     if stores.is_empty() {
-        return Err(ConfigError::new(sec.span.clone(), "copy needs at least one <store>"));
+        return Err(ConfigError::new(
+            sec.span.clone(),
+            "copy needs at least one <store>",
+        ));
     }
     Ok(Arc::new(CopyOutput {
         stores,
@@ -47,7 +58,15 @@ impl OutputPlugin for CopyOutput {
         let mut stream = Some(stream);
         for (i, (store, ignore)) in self.stores.iter().enumerate() {
             // Records share their bytes, so a copy per store is cheap (reference counts).
-            let s = if i == last { stream.take().unwrap_or_else(|| EventStream::new("".into(), vec![])) } else { stream.clone().unwrap_or_else(|| EventStream::new("".into(), vec![])) };
+            let s = if i == last {
+                stream
+                    .take()
+                    .unwrap_or_else(|| EventStream::new("".into(), vec![]))
+            } else {
+                stream
+                    .clone()
+                    .unwrap_or_else(|| EventStream::new("".into(), vec![]))
+            };
             match store.emit(s).await {
                 Ok(_) => {}
                 Err(e) if *ignore => self.ignored.inc(e.reason),

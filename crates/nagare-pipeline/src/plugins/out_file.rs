@@ -40,7 +40,12 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>,
         format = match ty.as_str() {
             "json" => Format::Json,
             "out_file" => Format::OutFile,
-            other => return Err(ConfigError::new(f.span.clone(), format!("unsupported <format> @type '{other}' (json, out_file)"))),
+            other => {
+                return Err(ConfigError::new(
+                    f.span.clone(),
+                    format!("unsupported <format> @type '{other}' (json, out_file)"),
+                ))
+            }
         };
         fp.finish()?;
     }
@@ -62,7 +67,9 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>,
                 .create(true)
                 .append(true)
                 .open(&path)
-                .map_err(|e| ConfigError::new(sec.span.clone(), format!("cannot open {path}: {e}")))?,
+                .map_err(|e| {
+                    ConfigError::new(sec.span.clone(), format!("cannot open {path}: {e}"))
+                })?,
         )
     };
     Ok(Arc::new(FileOutput {
@@ -88,7 +95,10 @@ impl OutputPlugin for FileOutput {
                 let r = e
                     .record
                     .with_str_field(b"tag", stream.tag.as_bytes())
-                    .with_str_field(b"time", format!("{}.{:09}", e.time.secs(), e.time.nanos()).as_bytes());
+                    .with_str_field(
+                        b"time",
+                        format!("{}.{:09}", e.time.secs(), e.time.nanos()).as_bytes(),
+                    );
                 write_record(&mut out, r.as_bytes(), &mut st);
             } else {
                 write_record(&mut out, e.record.as_bytes(), &mut st);
@@ -97,7 +107,8 @@ impl OutputPlugin for FileOutput {
         }
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let f = f.as_mut().ok_or(EmitError::new("file_not_open"))?;
-        f.write_all(&out).map_err(|_| EmitError::new("file_write_failed"))?;
+        f.write_all(&out)
+            .map_err(|_| EmitError::new("file_write_failed"))?;
         Ok(Committed::new())
     }
 }

@@ -10,7 +10,11 @@ use nagare_forward::client::config::*;
 use nagare_forward::client::OutForward;
 use std::sync::Arc;
 
-pub fn build(sec: &Section, ctx: &mut BuildCtx, tasks: &mut Tasks) -> Result<Arc<dyn OutputPlugin>, ConfigError> {
+pub fn build(
+    sec: &Section,
+    ctx: &mut BuildCtx,
+    tasks: &mut Tasks,
+) -> Result<Arc<dyn OutputPlugin>, ConfigError> {
     let id = super::plugin_id(sec, ctx, "out_forward");
     let d = OutForwardConfig::default();
     let mut p = sec.params();
@@ -35,7 +39,10 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx, tasks: &mut Tasks) -> Result<Arc
         servers.push(spec);
     }
     if servers.is_empty() {
-        return Err(ConfigError::new(sec.span.clone(), "forward output needs at least one <server>"));
+        return Err(ConfigError::new(
+            sec.span.clone(),
+            "forward output needs at least one <server>",
+        ));
     }
     let transport = p.enumeration("transport", &["tcp", "tls"], "tcp")?;
     let tls = if transport == "tls" {
@@ -69,7 +76,14 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx, tasks: &mut Tasks) -> Result<Arc
         servers,
         require_ack_response: p.bool("require_ack_response", false)?,
         ack_response_timeout: p.duration("ack_response_timeout", d.ack_response_timeout)?,
-        heartbeat_type: match p.enumeration("heartbeat_type", &["transport", "tcp", "udp", "none"], "transport")?.as_str() {
+        heartbeat_type: match p
+            .enumeration(
+                "heartbeat_type",
+                &["transport", "tcp", "udp", "none"],
+                "transport",
+            )?
+            .as_str()
+        {
             "udp" => HeartbeatType::Udp,
             "none" => HeartbeatType::None,
             _ => HeartbeatType::Transport,
@@ -86,7 +100,10 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx, tasks: &mut Tasks) -> Result<Arc
             Some(v) => Some(v),
             None => d.keepalive_max_age,
         },
-        compress: match p.enumeration("compress", &["text", "gzip"], "text")?.as_str() {
+        compress: match p
+            .enumeration("compress", &["text", "gzip"], "text")?
+            .as_str()
+        {
             "gzip" => Compress::Gzip,
             _ => Compress::Text,
         },
@@ -103,10 +120,15 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx, tasks: &mut Tasks) -> Result<Arc
     p.ignore("ignore_network_errors_at_startup");
     let bcfg = buffer::parse(p.section("buffer")?)?;
     if let Some(s) = p.section("secondary")? {
-        return Err(ConfigError::new(s.span.clone(), "<secondary> is not supported yet"));
+        return Err(ConfigError::new(
+            s.span.clone(),
+            "<secondary> is not supported yet",
+        ));
     }
     p.finish()?;
-    let out = Arc::new(OutForward::new(cfg).map_err(|e| ConfigError::new(sec.span.clone(), e.to_string()))?);
+    let out = Arc::new(
+        OutForward::new(cfg).map_err(|e| ConfigError::new(sec.span.clone(), e.to_string()))?,
+    );
     let buffer = Arc::new(Buffer::new(bcfg, &id));
     let drain = ctx.drain_timeout;
     {

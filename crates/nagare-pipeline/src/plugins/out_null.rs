@@ -21,7 +21,11 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>,
     let _ = p.section("buffer")?;
     p.finish()?;
     Ok(Arc::new(NullOutput {
-        records: counter("nagare_output_records_written_total", "Records written", &[("plugin_id", &id)]),
+        records: counter(
+            "nagare_output_records_written_total",
+            "Records written",
+            &[("plugin_id", &id)],
+        ),
     }))
 }
 

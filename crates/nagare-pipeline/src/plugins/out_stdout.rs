@@ -62,7 +62,8 @@ impl OutputPlugin for StdoutOutput {
             out.push(b'\n');
         }
         let mut so = std::io::stdout().lock();
-        so.write_all(&out).map_err(|_| EmitError::new("stdout_write_failed"))?;
+        so.write_all(&out)
+            .map_err(|_| EmitError::new("stdout_write_failed"))?;
         let _ = so.flush();
         Ok(Committed::new())
     }
@@ -74,6 +75,9 @@ mod tests {
 
     #[test]
     fn formats_utc() {
-        assert_eq!(format_time(EventTime::new(1441588984, 123456789)), "2015-09-07 01:23:04.123456789 +0000");
+        assert_eq!(
+            format_time(EventTime::new(1441588984, 123456789)),
+            "2015-09-07 01:23:04.123456789 +0000"
+        );
     }
 }
