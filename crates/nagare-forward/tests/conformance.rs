@@ -753,6 +753,8 @@ fn zeros_bomb_is_valid_gzip() {
 async fn m13_gzip_bomb_stops_at_the_decompression_limit() {
     let mut config = cfg("conf-m13");
     config.limits.max_decompressed = 16 << 20;
+    // The same V04 is sent twice on purpose: store both (resend dedupe is tested elsewhere).
+    config.dedupe_resends = false;
     let srv = start(config).await;
 
     // 64 MiB of zeros, gzipped, wrapped as V10 (bin, size, compressed gzip, chunk).
@@ -868,7 +870,10 @@ async fn send_in_pieces(srv: &Srv, bytes: Vec<u8>, piece: usize, ack_len: usize)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m18_large_record_single_write_and_byte_writes_identical() {
-    let srv = start(cfg("conf-m18")).await;
+    // The same chunked message is sent several ways on purpose: store every copy.
+    let mut config = cfg("conf-m18");
+    config.dedupe_resends = false;
+    let srv = start(config).await;
     let two_mib = big_message(2 << 20, "whole");
     let ack = send_in_pieces(
         &srv,

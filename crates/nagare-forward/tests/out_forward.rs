@@ -206,6 +206,16 @@ async fn gzip_and_integer_time_decode_on_the_server() {
 }
 
 #[tokio::test]
+async fn zstd_decodes_on_the_server() {
+    let (addr, sink, _s, _t) = server("of-zstd", None).await;
+    let mut c = cfg("of-zstd-out", &[addr]);
+    c.compress = Compress::Zstd;
+    let out = OutForward::new(c).unwrap();
+    out.write(&chunk(50, "t")).await.unwrap();
+    assert_eq!(sink.events().len(), 50);
+}
+
+#[tokio::test]
 async fn keepalive_reuses_one_connection() {
     let (addr, sink, stats, _t) = server("of-keepalive", None).await;
     let mut c = cfg("of-keepalive-out", &[addr]);

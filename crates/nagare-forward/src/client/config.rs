@@ -78,6 +78,8 @@ pub enum HeartbeatType {
 pub enum Compress {
     Text,
     Gzip,
+    /// fluentd >= 1.19 `compress zstd` (experimental there).
+    Zstd,
 }
 
 /// `<transport tls>` for the client side.

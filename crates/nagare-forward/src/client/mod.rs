@@ -16,7 +16,7 @@ pub use config::{
     ClientSecurityConfig, Compress, HeartbeatType, OutForwardConfig, ServerSpec, TlsClientConfig,
 };
 
-use crate::codec::compress::gzip;
+use crate::codec::compress::{gzip, zstd};
 use crate::codec::encode::{packed_forward_header_len, write_options, Options};
 use crate::codec::time::{read_time, TimeValue};
 use base64::Engine;
@@ -324,6 +324,7 @@ impl OutForward {
         match self.cfg.compress {
             Compress::Text => entries,
             Compress::Gzip => Bytes::from(gzip(&entries, self.cfg.compression_level)),
+            Compress::Zstd => Bytes::from(zstd(&entries, self.cfg.compression_level as i32)),
         }
     }
 
@@ -443,7 +444,11 @@ impl Output for OutForward {
         let opts = Options {
             chunk: ack,
             size: Some(chunk.records as u64),
-            compressed: (self.cfg.compress == Compress::Gzip).then_some("gzip"),
+            compressed: match self.cfg.compress {
+                Compress::Text => None,
+                Compress::Gzip => Some("gzip"),
+                Compress::Zstd => Some("zstd"),
+            },
         };
         let mut head = BytesMut::with_capacity(packed_forward_header_len(
             chunk.tag.as_bytes(),

@@ -28,6 +28,34 @@ pub fn gunzip_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError>
     }
 }
 
+/// zstd frame magic bytes.
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Decompresses every zstd frame of `input`, failing once the output would pass `limit`.
+pub fn unzstd_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut dec = zstd::stream::read::Decoder::with_buffer(input)
+        .map_err(|e| DecodeError::BadCompression(e.to_string()))?;
+    let mut out = Vec::with_capacity((input.len() * 4).min(limit).min(1 << 20));
+    let mut buf = [0u8; 32 * 1024];
+    loop {
+        let n = dec
+            .read(&mut buf)
+            .map_err(|e| DecodeError::BadCompression(e.to_string()))?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() + n > limit {
+            return Err(DecodeError::DecompressedTooLarge { limit });
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// zstd-compresses `input` as one frame at `level`.
+pub fn zstd(input: &[u8], level: i32) -> Vec<u8> {
+    zstd::bulk::compress(input, level).unwrap_or_default()
+}
+
 /// Gzips `input` as one member at `level` (0-9).
 pub fn gzip(input: &[u8], level: u32) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(
@@ -58,6 +86,19 @@ mod tests {
             gunzip_capped(&bomb, 1 << 20),
             Err(DecodeError::DecompressedTooLarge { limit: 1 << 20 })
         );
+    }
+
+    #[test]
+    fn zstd_multi_frame_and_bomb() {
+        let mut two = zstd(b"hello ", 3);
+        two.extend(zstd(b"world", 1));
+        assert_eq!(unzstd_capped(&two, 100).unwrap(), b"hello world");
+        let bomb = zstd(&vec![0u8; 8 << 20], 19);
+        assert_eq!(
+            unzstd_capped(&bomb, 1 << 20),
+            Err(DecodeError::DecompressedTooLarge { limit: 1 << 20 })
+        );
+        assert!(unzstd_capped(b"\x28\xb5\x2f\xfdgarbage", 100).is_err());
     }
 
     #[test]

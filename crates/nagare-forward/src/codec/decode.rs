@@ -1,6 +1,6 @@
 //! Framing and message parsing.
 
-use super::compress::{gunzip_capped, GZIP_MAGIC};
+use super::compress::{gunzip_capped, unzstd_capped, GZIP_MAGIC, ZSTD_MAGIC};
 use super::time::{read_time, TimeValue};
 use super::{DecodeError, DecodeLimits};
 use bytes::{Bytes, BytesMut};
@@ -273,21 +273,42 @@ pub fn parse_message(frame: Bytes, limits: &DecodeLimits) -> Result<Parsed, Deco
             let (s, e) =
                 read_str_or_bin(&frame[ep..ee]).ok_or(DecodeError::Malformed("bad str"))?;
             let payload = frame.slice(ep + s..ep + e);
-            let gz = match opts.compressed.as_deref() {
-                None => payload.starts_with(&GZIP_MAGIC),
-                Some(b"gzip") => true,
-                Some(b"text") | Some(b"") => false,
+            #[derive(PartialEq)]
+            enum Codec {
+                Plain,
+                Gzip,
+                Zstd,
+            }
+            // The magic bytes win over the option, as in Fluent Bit.
+            let sniffed = if payload.starts_with(&GZIP_MAGIC) {
+                Codec::Gzip
+            } else if payload.starts_with(&ZSTD_MAGIC) {
+                Codec::Zstd
+            } else {
+                Codec::Plain
+            };
+            let codec = match opts.compressed.as_deref() {
+                None | Some(b"text") | Some(b"") => sniffed,
+                Some(b"gzip") if sniffed == Codec::Zstd => Codec::Zstd,
+                Some(b"gzip") => Codec::Gzip,
+                Some(b"zstd") if sniffed == Codec::Gzip => Codec::Gzip,
+                Some(b"zstd") => Codec::Zstd,
                 Some(other) => {
                     return Err(DecodeError::UnknownCompression(
                         String::from_utf8_lossy(other).into_owned(),
                     ))
                 }
             };
-            let stream = if gz {
-                mode = Mode::CompressedPackedForward;
-                Bytes::from(gunzip_capped(&payload, limits.max_decompressed)?)
-            } else {
-                payload
+            let stream = match codec {
+                Codec::Plain => payload,
+                Codec::Gzip => {
+                    mode = Mode::CompressedPackedForward;
+                    Bytes::from(gunzip_capped(&payload, limits.max_decompressed)?)
+                }
+                Codec::Zstd => {
+                    mode = Mode::CompressedPackedForward;
+                    Bytes::from(unzstd_capped(&payload, limits.max_decompressed)?)
+                }
             };
             let mut p = 0;
             while p < stream.len() {

@@ -31,6 +31,10 @@ fn from_int(v: i128) -> TimeValue {
 }
 
 fn from_float(f: f64) -> TimeValue {
+    if f == 0.0 {
+        // As integer 0: "now" (fluentd).
+        return TimeValue::Time(EventTime::now());
+    }
     if !f.is_finite() || f < 0.0 || f >= u32::MAX as f64 {
         return TimeValue::Invalid("time_out_of_range");
     }

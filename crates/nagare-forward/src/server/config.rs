@@ -52,7 +52,8 @@ pub struct InForwardConfig {
     pub add_tag_prefix: Option<String>,
     /// `source_address_key`: add the peer's IP address to every record under this key.
     pub source_address_key: Option<String>,
-    /// `source_hostname_key`: add the peer's host name (reverse lookup; the IP when none).
+    /// `source_hostname_key`: add the peer's host name (reverse DNS once per connection, at
+    /// most 2 s; the IP when there is no name).
     pub source_hostname_key: Option<String>,
     /// `deny_keepalive`: close each connection after its first message (and its ack).
     pub deny_keepalive: bool,
@@ -72,6 +73,13 @@ pub struct InForwardConfig {
     pub handshake_timeout: Duration,
     /// `<transport tls>`.
     pub tls: Option<TlsServerConfig>,
+    /// `dedupe_resends`: ack a resent message (same `chunk`, same payload) that was already
+    /// committed again without storing it twice. Nagare only; see `server::dedupe`.
+    pub dedupe_resends: bool,
+    /// `dedupe_window`: how long committed (chunk, digest) pairs are remembered.
+    pub dedupe_window: Duration,
+    /// `dedupe_max_entries`: how many pairs are remembered at most (about 160 bytes each).
+    pub dedupe_max_entries: usize,
 }
 
 impl Default for InForwardConfig {
@@ -96,6 +104,9 @@ impl Default for InForwardConfig {
             security: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             tls: None,
+            dedupe_resends: true,
+            dedupe_window: super::dedupe::DEFAULT_WINDOW,
+            dedupe_max_entries: super::dedupe::DEFAULT_MAX_ENTRIES,
         }
     }
 }

@@ -14,6 +14,7 @@
 //!   closes the connection.
 
 use super::config::InForwardConfig;
+use super::dedupe::{Dedupe, Key};
 use super::stats::InForwardStats;
 use crate::codec::handshake::{random16, Helo, Ping, Pong, ServerSecurity};
 use crate::codec::{parse_message, DecodeError, Framer, Parsed};
@@ -63,6 +64,8 @@ impl Transport for tokio::net::UnixStream {}
 pub struct Peer {
     pub name: String,
     pub ip: Option<IpAddr>,
+    /// Reverse-resolved name (only looked up when `source_hostname_key` is set).
+    pub hostname: Option<String>,
 }
 
 impl Peer {
@@ -70,12 +73,14 @@ impl Peer {
         Peer {
             name: addr.to_string(),
             ip: Some(addr.ip()),
+            hostname: None,
         }
     }
     pub fn unix() -> Peer {
         Peer {
             name: "unix".into(),
             ip: None,
+            hostname: None,
         }
     }
 }
@@ -85,15 +90,21 @@ pub struct Ctx {
     pub cfg: Arc<InForwardConfig>,
     pub stats: InForwardStats,
     pub sink: Arc<dyn EventSink>,
+    /// Committed (chunk, digest) pairs, shared by every connection.
+    pub dedupe: Option<Dedupe>,
     limiter: LogLimiter,
 }
 
 impl Ctx {
     pub fn new(cfg: Arc<InForwardConfig>, stats: InForwardStats, sink: Arc<dyn EventSink>) -> Self {
+        let dedupe = cfg
+            .dedupe_resends
+            .then(|| Dedupe::new(cfg.dedupe_window, cfg.dedupe_max_entries));
         Ctx {
             cfg,
             stats,
             sink,
+            dedupe,
             limiter: LogLimiter::default(),
         }
     }
@@ -105,10 +116,12 @@ impl Ctx {
         }
     }
 
+    /// `tag` replaces the incoming tag, then `add_tag_prefix` prefixes it (fluentd's order).
     fn rewrite_tag(&self, tag: Tag) -> Tag {
-        if let Some(t) = &self.cfg.tag {
-            return Tag::from(t.as_str());
-        }
+        let tag = match &self.cfg.tag {
+            Some(t) => Tag::from(t.as_str()),
+            None => tag,
+        };
         match &self.cfg.add_tag_prefix {
             Some(p) => {
                 let mut v = Vec::with_capacity(p.len() + 1 + tag.as_bytes().len());
@@ -128,13 +141,29 @@ enum Close {
     Peer,
     /// We close after writing everything owed (FIN).
     Graceful,
-    /// We close because of bad input or a failed commit (counted with this reason).
+    /// We close because of bad input or a failed commit (counted with this reason); RST when
+    /// `linger_timeout` is 0.
     Error(&'static str),
+    /// As `Error`, but acks were just written: close with FIN so they are not discarded by a
+    /// reset.
+    ErrorAfterWrite(&'static str),
+}
+
+impl Close {
+    fn after_write(self, wrote: bool) -> Close {
+        match self {
+            Close::Error(r) if wrote => Close::ErrorAfterWrite(r),
+            other => other,
+        }
+    }
 }
 
 /// Serves one connection to the end.
-pub async fn serve<S: Transport>(mut io: S, peer: Peer, ctx: Arc<Ctx>, mut shutdown: Shutdown) {
+pub async fn serve<S: Transport>(mut io: S, mut peer: Peer, ctx: Arc<Ctx>, mut shutdown: Shutdown) {
     ctx.stats.connections_open.add(1);
+    if let (Some(_), Some(ip)) = (&ctx.cfg.source_hostname_key, peer.ip) {
+        peer.hostname = reverse_lookup(ip).await;
+    }
     let close = run(&mut io, &peer, &ctx, &mut shutdown).await;
     match close {
         Close::Peer => {}
@@ -145,6 +174,10 @@ pub async fn serve<S: Transport>(mut io: S, peer: Peer, ctx: Arc<Ctx>, mut shutd
             ctx.stats.connections_closed.inc(reason);
             io.set_linger(ctx.cfg.linger_timeout);
         }
+        Close::ErrorAfterWrite(reason) => {
+            ctx.stats.connections_closed.inc(reason);
+            let _ = io.shutdown().await;
+        }
     }
     ctx.stats.connections_open.add(-1);
 }
@@ -154,6 +187,8 @@ struct Batch {
     tag: Option<Tag>,
     events: Vec<Event>,
     acks: Vec<PendingAck>,
+    /// Resend-dedupe keys of the messages in this batch, remembered once it is committed.
+    keys: Vec<Key>,
 }
 
 impl Batch {
@@ -171,12 +206,19 @@ impl Batch {
                     p
                 }
                 Err(e) => {
-                    // Dropping the pending acks counts them as withheld.
+                    // Dropping the pending acks counts them as withheld; the keys are not
+                    // remembered, so a resend is new work.
                     self.acks.clear();
+                    self.keys.clear();
                     return Err(Close::Error(e.reason));
                 }
             }
         };
+        if let Some(d) = &ctx.dedupe {
+            d.insert_all(&self.keys);
+            ctx.stats.dedupe_entries.set(d.len() as i64);
+        }
+        self.keys.clear();
         let mut acks = std::mem::take(&mut self.acks).into_iter();
         if let Some(first) = acks.next() {
             first.commit(proof, out);
@@ -234,6 +276,7 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
         tag: None,
         events: Vec::new(),
         acks: Vec::new(),
+        keys: Vec::new(),
     };
     let mut messages = 0u64;
     // Bytes a client pipelined right behind its PING are already in `buf`: frame them before
@@ -274,6 +317,7 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                     );
                 }
             }
+            let raw = frame.clone();
             match parse_message(frame, limits) {
                 Err(e) => {
                     failure = Some(e);
@@ -291,6 +335,25 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                 }
                 Ok(Parsed::Message(m)) => {
                     messages += 1;
+                    if let (Some(d), Some(c)) = (&ctx.dedupe, &m.chunk) {
+                        let key = Key::new(c, &raw);
+                        if d.contains(&key) || batch.keys.contains(&key) {
+                            // A resend of a message already committed: ack it again, keep
+                            // nothing twice.
+                            ctx.stats.resends_deduplicated.inc();
+                            ctx.stats.resent_events_skipped.add(m.events.len() as u64);
+                            ctx.warn(
+                                "duplicate_resend",
+                                &peer.name,
+                                "resent chunk already committed: acked again, not stored twice",
+                            );
+                            batch
+                                .acks
+                                .push(PendingAck::new(c.clone(), ctx.stats.acks_withheld.clone()));
+                            continue;
+                        }
+                        batch.keys.push(key);
+                    }
                     if m.invalid_events > 0 {
                         let reason = m.invalid_reason.unwrap_or("invalid_event");
                         ctx.stats
@@ -309,8 +372,8 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                         if batch.tag.as_ref() != Some(&tag) && !batch.events.is_empty() {
                             if let Err(c) = batch.flush(ctx, &mut out).await {
                                 // Acks of batches committed earlier in this read still go out.
-                                write_out(io, &mut out).await;
-                                return c;
+                                let wrote = write_out(io, &mut out).await;
+                                return c.after_write(wrote);
                             }
                         }
                         batch.tag = Some(tag);
@@ -327,15 +390,16 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                     }
                     if batch.events.len() >= MAX_BATCH_EVENTS {
                         if let Err(c) = batch.flush(ctx, &mut out).await {
-                            write_out(io, &mut out).await;
-                            return c;
+                            let wrote = write_out(io, &mut out).await;
+                            return c.after_write(wrote);
                         }
                     }
                 }
             }
         }
         let flushed = batch.flush(ctx, &mut out).await;
-        if !out.is_empty() {
+        let wrote = !out.is_empty();
+        if wrote {
             if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
                 return Close::Peer;
             }
@@ -347,11 +411,11 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                 &peer.name,
                 "events not committed; closing connection without ack",
             );
-            return c;
+            return c.after_write(wrote);
         }
         if let Some(e) = failure {
             log_decode_error(ctx, peer, &e);
-            return Close::Error(e.reason());
+            return Close::Error(e.reason()).after_write(wrote);
         }
         if ctx.cfg.deny_keepalive && messages > 0 {
             return Close::Graceful;
@@ -363,27 +427,45 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
     }
 }
 
-/// Best-effort write of acks already owed, before an error close.
-async fn write_out<S: Transport>(io: &mut S, out: &mut BytesMut) {
-    if !out.is_empty() {
-        let _ = io.write_all(out).await;
-        let _ = io.flush().await;
-        out.clear();
+/// Best-effort write of acks already owed, before an error close. True if it wrote any.
+async fn write_out<S: Transport>(io: &mut S, out: &mut BytesMut) -> bool {
+    if out.is_empty() {
+        return false;
     }
+    let _ = io.write_all(out).await;
+    let _ = io.flush().await;
+    out.clear();
+    true
 }
 
 fn log_decode_error(ctx: &Ctx, peer: &Peer, e: &DecodeError) {
     ctx.warn(e.reason(), &peer.name, &format!("closing connection: {e}"));
 }
 
+/// Time allowed for one reverse DNS lookup (once per connection).
+const REVERSE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The peer's name by reverse DNS, once per connection, bounded in time; `None` when there is
+/// no name (the IP is used instead).
+async fn reverse_lookup(ip: IpAddr) -> Option<String> {
+    let lookup = tokio::task::spawn_blocking(move || dns_lookup::lookup_addr(&ip).ok());
+    match tokio::time::timeout(REVERSE_LOOKUP_TIMEOUT, lookup).await {
+        Ok(Ok(name)) => name.filter(|n| n.parse::<IpAddr>().is_err()),
+        _ => None,
+    }
+}
+
 fn add_source_fields(ctx: &Ctx, peer: &Peer, events: &mut [Event]) {
     let ip = peer.ip.map(|i| i.to_string()).unwrap_or_default();
-    for key in [&ctx.cfg.source_address_key, &ctx.cfg.source_hostname_key]
-        .into_iter()
-        .flatten()
-    {
+    if let Some(key) = &ctx.cfg.source_address_key {
         for e in events.iter_mut() {
             e.record = e.record.with_str_field(key.as_bytes(), ip.as_bytes());
+        }
+    }
+    if let Some(key) = &ctx.cfg.source_hostname_key {
+        let name = peer.hostname.as_deref().unwrap_or(&ip);
+        for e in events.iter_mut() {
+            e.record = e.record.with_str_field(key.as_bytes(), name.as_bytes());
         }
     }
 }

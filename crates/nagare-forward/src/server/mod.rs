@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod dedupe;
 pub mod stats;
 pub mod tls;
 

@@ -24,6 +24,12 @@ pub struct InForwardStats {
     /// Handshakes refused, by PONG reason.
     pub auth_failures: ReasonCounters,
     pub heartbeats_udp: Counter,
+    /// Resent messages recognised as already committed (acked again, not stored twice).
+    pub resends_deduplicated: Counter,
+    /// Events in those messages.
+    pub resent_events_skipped: Counter,
+    /// (chunk, digest) pairs remembered now.
+    pub dedupe_entries: Gauge,
     pub large_messages_warned: Counter,
 }
 
@@ -72,6 +78,21 @@ impl InForwardStats {
             auth_failures: ReasonCounters::new(
                 "nagare_input_auth_failures_total",
                 "Handshakes refused, by reason",
+                &l,
+            ),
+            resends_deduplicated: counter(
+                "nagare_input_resends_deduplicated_total",
+                "Resent messages already committed: acked again, not stored twice",
+                &l,
+            ),
+            resent_events_skipped: counter(
+                "nagare_input_resent_events_skipped_total",
+                "Events in resent messages that were not stored twice",
+                &l,
+            ),
+            dedupe_entries: gauge(
+                "nagare_input_dedupe_entries",
+                "Committed (chunk, digest) pairs remembered for resend deduplication",
                 &l,
             ),
             heartbeats_udp: counter(

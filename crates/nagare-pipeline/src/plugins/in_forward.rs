@@ -46,6 +46,9 @@ pub fn parse(sec: &Section, ctx: &mut BuildCtx) -> Result<InForwardConfig, Confi
     )? as usize;
     cfg.limits.skip_invalid_event = p.bool("skip_invalid_event", true)?;
     p.ignore("resolve_hostname");
+    cfg.dedupe_resends = p.bool("dedupe_resends", cfg.dedupe_resends)?;
+    cfg.dedupe_window = p.duration("dedupe_window", cfg.dedupe_window)?;
+    cfg.dedupe_max_entries = p.int("dedupe_max_entries", cfg.dedupe_max_entries)?;
     if let Some(s) = p.section("security")? {
         cfg.security = Some(parse_security(s, ctx)?);
     }
@@ -100,6 +103,12 @@ fn parse_security(sec: &Section, ctx: &BuildCtx) -> Result<ServerSecurity, Confi
         rule.users = cp.array("users")?.unwrap_or_default();
         cp.finish()?;
         s.clients.push(rule);
+    }
+    if !s.allow_anonymous_source && s.clients.is_empty() {
+        return Err(ConfigError::new(
+            sec.span.clone(),
+            "allow_anonymous_source false needs at least one <client> (otherwise every peer would be refused)",
+        ));
     }
     p.finish()?;
     Ok(s)

@@ -1,0 +1,174 @@
+//! Resend deduplication.
+//!
+//! A forward-protocol client that did not get its ack resends the same message: the same
+//! `chunk` id with the same payload (Docker's driver after a reconnect, our own out_forward
+//! after an ack timeout). Ids alone are not unique across clients (Go before 1.20 leaves
+//! `math/rand` unseeded), so a repeat is recognised by the pair (chunk id, 128-bit xxh3 digest
+//! of the whole message). Pairs are remembered only once the message was committed and acked;
+//! a message whose append failed is new work when it comes again.
+//!
+//! Bounds: at most `max_entries` pairs, each for at most `window`; the oldest go first.
+//! Each entry costs a fixed amount ([`ENTRY_BYTES`], chunk ids longer than 64 bytes are
+//! hashed into the digest instead of stored), so memory is `max_entries * ENTRY_BYTES` at most.
+//! The cache is per in_forward and shared by all its connections (the driver reconnects before
+//! resending). It lives in memory: a restart forgets it (see docs/delivery.md).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Default `dedupe_window`: longer than out_forward's default ack timeout (190 s).
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(600);
+/// Default `dedupe_max_entries`.
+pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+/// Upper bound of one entry's memory (key in the map and in the eviction queue, hash-map
+/// overhead included), used for the documented bound.
+pub const ENTRY_BYTES: usize = 160;
+
+/// (chunk id, up to 64 bytes inline, its length) + digest of the whole message.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Key {
+    chunk: [u8; 64],
+    chunk_len: u8,
+    digest: u128,
+}
+
+impl Key {
+    pub fn new(chunk: &[u8], message: &[u8]) -> Key {
+        let mut c = [0u8; 64];
+        let n = chunk.len().min(64);
+        c[..n].copy_from_slice(&chunk[..n]);
+        let mut digest = xxhash_rust::xxh3::xxh3_128(message);
+        if chunk.len() > 64 {
+            digest ^= xxhash_rust::xxh3::xxh3_128(chunk).rotate_left(1);
+        }
+        Key {
+            chunk: c,
+            chunk_len: n as u8,
+            digest,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    seen: HashMap<Key, Instant>,
+    order: VecDeque<(Key, Instant)>,
+}
+
+/// The remembered (chunk, digest) pairs of one in_forward.
+pub struct Dedupe {
+    window: Duration,
+    max_entries: usize,
+    state: Mutex<State>,
+}
+
+impl Dedupe {
+    pub fn new(window: Duration, max_entries: usize) -> Self {
+        Dedupe {
+            window,
+            max_entries: max_entries.max(1),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn expire(&self, st: &mut State, now: Instant) {
+        while let Some((k, t)) = st.order.front().copied() {
+            if now.duration_since(t) < self.window && st.order.len() <= self.max_entries {
+                break;
+            }
+            st.order.pop_front();
+            if st.seen.get(&k) == Some(&t) {
+                st.seen.remove(&k);
+            }
+        }
+    }
+
+    /// Whether `key` was committed within the window.
+    pub fn contains(&self, key: &Key) -> bool {
+        let now = Instant::now();
+        let mut st = self.lock();
+        self.expire(&mut st, now);
+        st.seen
+            .get(key)
+            .is_some_and(|t| now.duration_since(*t) < self.window)
+    }
+
+    /// Remembers committed keys.
+    pub fn insert_all(&self, keys: &[Key]) {
+        if keys.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut st = self.lock();
+        for k in keys {
+            st.seen.insert(*k, now);
+            st.order.push_back((*k, now));
+        }
+        self.expire(&mut st, now);
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.lock().seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_id_same_payload_is_a_repeat_different_payload_is_not() {
+        let d = Dedupe::new(Duration::from_secs(60), 10);
+        let a = Key::new(b"id1", b"payload");
+        d.insert_all(&[a]);
+        assert!(d.contains(&Key::new(b"id1", b"payload")));
+        assert!(!d.contains(&Key::new(b"id1", b"other payload")));
+        assert!(!d.contains(&Key::new(b"id2", b"payload")));
+    }
+
+    #[test]
+    fn count_bound_evicts_the_oldest() {
+        let d = Dedupe::new(Duration::from_secs(60), 3);
+        let keys: Vec<Key> = (0..5)
+            .map(|i| Key::new(format!("{i}").as_bytes(), b"p"))
+            .collect();
+        for k in &keys {
+            d.insert_all(&[*k]);
+        }
+        assert_eq!(d.len(), 3);
+        assert!(!d.contains(&keys[0]));
+        assert!(!d.contains(&keys[1]));
+        assert!(d.contains(&keys[4]));
+    }
+
+    #[test]
+    fn window_bound_forgets() {
+        let d = Dedupe::new(Duration::from_millis(50), 100);
+        let k = Key::new(b"x", b"p");
+        d.insert_all(&[k]);
+        assert!(d.contains(&k));
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(!d.contains(&k));
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_a_flood_of_distinct_ids() {
+        let d = Dedupe::new(Duration::from_secs(600), 1000);
+        for i in 0..100_000u32 {
+            d.insert_all(&[Key::new(&i.to_be_bytes(), b"payload")]);
+        }
+        assert_eq!(d.len(), 1000);
+        assert!(d.lock().order.len() <= 1000);
+    }
+}
