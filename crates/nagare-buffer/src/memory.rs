@@ -332,6 +332,10 @@ fn seal(tag: &Tag, s: Staged) -> Chunk {
     Chunk {
         id: s.id,
         tag: tag.clone(),
+        key: nagare_core::ChunkKey {
+            tag: Some(tag.clone()),
+            ..Default::default()
+        },
         bytes: s.bytes.freeze(),
         records: s.records,
     }

@@ -19,6 +19,6 @@ pub mod sink;
 pub mod value;
 
 pub use event::{Event, EventStream, EventTime, Record, Tag};
-pub use output::{Chunk, ChunkId, Output, WriteError};
+pub use output::{Chunk, ChunkId, ChunkKey, Output, WriteError};
 pub use sink::{EmitError, EventSink};
 pub use value::{Map, Value};

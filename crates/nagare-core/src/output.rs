@@ -48,11 +48,39 @@ impl fmt::Debug for ChunkId {
     }
 }
 
-/// A unit of delivery: the packed msgpack `[time, record]*` entries of one tag.
+/// What a chunk is keyed by (`<buffer tag,time,service>`): events with different keys never
+/// share a chunk. Outputs use it for placeholders (`${tag}`, `%Y/%m/%d` from `timekey`,
+/// `${service}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkKey {
+    /// The tag, when `tag` is a chunk key.
+    pub tag: Option<Tag>,
+    /// Start of the time slice (unix seconds), when `time` is a chunk key.
+    pub timekey: Option<i64>,
+    /// Record-key values, in the order of the chunk keys (`service`, `$.kubernetes.ns`).
+    /// A missing key has an empty value.
+    pub vars: Vec<(String, Bytes)>,
+}
+
+impl ChunkKey {
+    /// The value of a record chunk key.
+    pub fn var(&self, name: &str) -> Option<&[u8]> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| &v[..])
+    }
+}
+
+/// A unit of delivery: the packed msgpack `[time, record]*` entries of one chunk key.
 #[derive(Clone, Debug)]
 pub struct Chunk {
     pub id: ChunkId,
+    /// The events' tag (the chunk key's tag when `tag` is a chunk key; otherwise the tag of
+    /// the first event appended).
     pub tag: Tag,
+    /// The chunk key.
+    pub key: ChunkKey,
     /// Packed entries (uncompressed msgpack), sendable as PackedForward without re-encoding.
     pub bytes: Bytes,
     pub records: usize,

@@ -27,6 +27,7 @@ fn chunk(n: usize, tag: &str) -> Chunk {
     Chunk {
         id: ChunkId::random(),
         tag: Tag::from(tag),
+        key: Default::default(),
         bytes: b.freeze(),
         records: n,
     }
