@@ -9,6 +9,7 @@
 
 pub mod ack;
 pub mod event;
+pub mod health;
 pub mod json;
 pub mod metrics;
 pub mod msgpack;

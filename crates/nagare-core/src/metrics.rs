@@ -120,6 +120,31 @@ impl ReasonCounters {
     }
 }
 
+/// The current value of a counter or gauge, if it was ever registered.
+pub fn value(name: &str, l: &[(&'static str, &str)]) -> Option<f64> {
+    let r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    let key = |n: &&'static str, ls: &Labels| {
+        *n == name && ls.len() == l.len() && ls.iter().zip(l).all(|((a, b), (c, d))| a == c && b == d)
+    };
+    if let Some((_, c)) = r.counters.iter().find(|((n, ls), _)| key(n, ls)) {
+        return Some(c.get() as f64);
+    }
+    r.gauges
+        .iter()
+        .find(|((n, ls), _)| key(n, ls))
+        .map(|(_, g)| g.get() as f64)
+}
+
+/// Sum of every counter `name` whose labels include all of `l` (e.g. every reason).
+pub fn sum(name: &str, l: &[(&'static str, &str)]) -> f64 {
+    let r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    r.counters
+        .iter()
+        .filter(|((n, ls), _)| *n == name && l.iter().all(|(k, v)| ls.iter().any(|(a, b)| a == k && b == v)))
+        .map(|(_, c)| c.get() as f64)
+        .sum()
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
