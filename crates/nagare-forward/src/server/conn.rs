@@ -109,9 +109,14 @@ impl Ctx {
         }
     }
 
-    /// A rate-limited warning naming the peer and the reason.
+    /// A rate-limited warning naming the peer and the reason. The limit is per reason and
+    /// peer *host* (a client that reconnects for every resend gets a new port each time).
     pub fn warn(&self, reason: &str, peer: &str, msg: &str) {
-        if let Some(suppressed) = self.limiter.check(&format!("{reason}|{peer}")) {
+        let host = peer
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(peer);
+        if let Some(suppressed) = self.limiter.check(&format!("{reason}|{host}")) {
             tracing::warn!(plugin_id = %self.cfg.id, %peer, reason, suppressed, "in_forward: {msg}");
         }
     }

@@ -8,10 +8,12 @@
 //! a message whose append failed is new work when it comes again.
 //!
 //! Bounds: at most `max_entries` pairs, each for at most `window`; the oldest go first.
-//! Each entry costs a fixed amount ([`ENTRY_BYTES`], chunk ids longer than 64 bytes are
-//! hashed into the digest instead of stored), so memory is `max_entries * ENTRY_BYTES` at most.
-//! The cache is per in_forward and shared by all its connections (the driver reconnects before
-//! resending). It lives in memory: a restart forgets it (see docs/delivery.md).
+//! Each entry costs a fixed amount ([`ENTRY_BYTES`]): only the 128-bit digest of the whole
+//! message is kept (the message contains the `chunk` option, so equal digests mean the same id
+//! and the same payload; a collision has probability about 2^-128). Memory is at most
+//! `max_entries * ENTRY_BYTES`. The cache is per in_forward and shared by all its connections
+//! (the driver reconnects before resending). It lives in memory: a restart forgets it (see
+//! docs/docker-driver.md).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -21,32 +23,22 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(600);
 /// Default `dedupe_max_entries`.
 pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
-/// Upper bound of one entry's memory (key in the map and in the eviction queue, hash-map
-/// overhead included), used for the documented bound.
-pub const ENTRY_BYTES: usize = 160;
+/// Upper bound of one entry's memory (digest and time in the map and in the eviction queue,
+/// hash-map overhead included), used for the documented bound.
+pub const ENTRY_BYTES: usize = 80;
 
-/// (chunk id, up to 64 bytes inline, its length) + digest of the whole message.
+/// The 128-bit xxh3 digest of a whole message (which includes its `chunk` option).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct Key {
-    chunk: [u8; 64],
-    chunk_len: u8,
-    digest: u128,
-}
+pub struct Key(u128);
 
 impl Key {
+    /// `chunk` is the message's `chunk` option, `message` the whole frame (which contains
+    /// it); the chunk is mixed in again so a key is never shared by two ids even if a caller
+    /// passes a payload without the option.
     pub fn new(chunk: &[u8], message: &[u8]) -> Key {
-        let mut c = [0u8; 64];
-        let n = chunk.len().min(64);
-        c[..n].copy_from_slice(&chunk[..n]);
-        let mut digest = xxhash_rust::xxh3::xxh3_128(message);
-        if chunk.len() > 64 {
-            digest ^= xxhash_rust::xxh3::xxh3_128(chunk).rotate_left(1);
-        }
-        Key {
-            chunk: c,
-            chunk_len: n as u8,
-            digest,
-        }
+        let d = xxhash_rust::xxh3::xxh3_128(message);
+        let c = xxhash_rust::xxh3::xxh3_128(chunk);
+        Key(d ^ c.rotate_left(64))
     }
 }
 
