@@ -91,3 +91,38 @@ async fn messages_without_chunk_are_never_deduplicated() {
     send(&mut c, &h(v01)).await;
     assert_eq!(srv.events(2).await.len(), 2);
 }
+
+/// A sink that takes a while to commit, so a copy can arrive during the commit.
+struct SlowSink(std::sync::Arc<nagare_core::sink::MemorySink>);
+
+#[async_trait::async_trait]
+impl nagare_core::EventSink for SlowSink {
+    async fn emit(
+        &self,
+        stream: nagare_core::EventStream,
+    ) -> Result<nagare_core::ack::Committed, nagare_core::EmitError> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.0.emit(stream).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_arriving_while_the_first_is_being_committed_is_stored_once() {
+    use nagare_forward::server::InForward;
+    let srv = InForward::bind(cfg("dd-race")).await.unwrap();
+    let addr = srv.local_addr().unwrap();
+    let stats = srv.stats().clone();
+    let mem = nagare_core::sink::MemorySink::new();
+    let (_t, sd) = nagare_core::shutdown::channel();
+    tokio::spawn(srv.run(std::sync::Arc::new(SlowSink(mem.clone())), sd));
+    let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    send(&mut a, &h(V04)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send(&mut b, &h(V04)).await;
+    expect_reply(&mut a, &h(V04_ACK)).await;
+    expect_reply(&mut b, &h(V04_ACK)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mem.event_count(), 1, "stored twice");
+    assert_eq!(stats.resends_deduplicated.get(), 1);
+}

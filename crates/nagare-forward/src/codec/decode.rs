@@ -4,7 +4,9 @@ use super::compress::{gunzip_capped, unzstd_capped, GZIP_MAGIC, ZSTD_MAGIC};
 use super::time::{read_time, TimeValue};
 use super::{DecodeError, DecodeLimits};
 use bytes::{Bytes, BytesMut};
-use nagare_core::msgpack::{read_array_len, read_map_len, read_str_or_bin, skip_complete, Scanner};
+use nagare_core::msgpack::{
+    read_array_len, read_map_len, read_str_or_bin, skip_complete, skip_nested, ScanError, Scanner,
+};
 use nagare_core::{Event, Record, Tag};
 
 /// Cuts whole msgpack objects off the front of a connection's read buffer.
@@ -127,6 +129,14 @@ fn parse_options(frame: &Bytes, pos: usize, end: usize) -> Opts {
     o
 }
 
+/// Why an entry could not be added.
+enum EntryError {
+    /// The bytes do not hold one whole msgpack entry; the caller says what that means.
+    Bytes(ScanError),
+    /// The entry is msgpack but the event is refused (unknown ext type, invalid event...).
+    Event(DecodeError),
+}
+
 /// Collects events, applying the skip_invalid_event policy.
 struct Events<'l> {
     out: Vec<Event>,
@@ -168,16 +178,24 @@ impl<'l> Events<'l> {
         Ok(())
     }
 
-    /// Adds the `[time, record]` entry at `buf[pos..end]`.
-    fn push_entry(&mut self, buf: &Bytes, pos: usize, end: usize) -> Result<(), DecodeError> {
-        match read_array_len(&buf[pos..end]) {
+    /// Adds the `[time, record]` entry that starts at `buf[pos]` and returns where it ends.
+    /// One pass: the time and the record are each walked once, and before anything is pushed.
+    fn push_entry_at(&mut self, buf: &Bytes, pos: usize) -> Result<usize, EntryError> {
+        match read_array_len(buf.get(pos..).unwrap_or_default()) {
             Some((2, hl)) => {
                 let tp = pos + hl;
-                let te = skip_complete(buf, tp)?;
-                let re = skip_complete(buf, te)?;
-                self.push(buf, tp, te, te, re)
+                // Depth 1: inside the entry array, as a scan of the whole entry would count.
+                let te = skip_nested(buf, tp, 1).map_err(EntryError::Bytes)?;
+                let re = skip_nested(buf, te, 1).map_err(EntryError::Bytes)?;
+                self.push(buf, tp, te, te, re).map_err(EntryError::Event)?;
+                Ok(re)
             }
-            _ => self.invalid("entry_not_a_pair"),
+            _ => {
+                let end = skip_complete(buf, pos).map_err(EntryError::Bytes)?;
+                self.invalid("entry_not_a_pair")
+                    .map_err(EntryError::Event)?;
+                Ok(end)
+            }
         }
     }
 }
@@ -256,6 +274,8 @@ pub fn parse_message(frame: Bytes, limits: &DecodeLimits) -> Result<Parsed, Deco
     match mode {
         Mode::Message => {
             let (rp, re) = bounds[2];
+            // One event: allocate exactly once (Docker sends every log line like this).
+            ev.out.reserve_exact(1);
             ev.push(&frame, ep, ee, rp, re)?;
         }
         Mode::Forward => {
@@ -264,9 +284,10 @@ pub fn parse_message(frame: Bytes, limits: &DecodeLimits) -> Result<Parsed, Deco
             ev.out.reserve((cnt as usize).min(1024));
             let mut p = ep + ahl;
             for _ in 0..cnt {
-                let e = skip_complete(&frame, p)?;
-                ev.push_entry(&frame, p, e)?;
-                p = e;
+                p = ev.push_entry_at(&frame, p).map_err(|e| match e {
+                    EntryError::Bytes(e) => DecodeError::from(e),
+                    EntryError::Event(e) => e,
+                })?;
             }
         }
         Mode::PackedForward | Mode::CompressedPackedForward => {
@@ -313,10 +334,10 @@ pub fn parse_message(frame: Bytes, limits: &DecodeLimits) -> Result<Parsed, Deco
             let mut p = 0;
             while p < stream.len() {
                 // All-or-nothing: garbage anywhere in the stream rejects the whole message (M14).
-                let e = skip_complete(&stream, p)
-                    .map_err(|_| DecodeError::Malformed("broken entry stream"))?;
-                ev.push_entry(&stream, p, e)?;
-                p = e;
+                p = ev.push_entry_at(&stream, p).map_err(|e| match e {
+                    EntryError::Bytes(_) => DecodeError::Malformed("broken entry stream"),
+                    EntryError::Event(e) => e,
+                })?;
             }
         }
     }
@@ -396,5 +417,33 @@ mod tests {
     fn m14_garbage_in_packed_stream_rejects_whole_message() {
         let r = parse_hex("93a174c40c92d7000000000000000000c181a56368756e6bb841414543417751464267634943516f4c4441304f44773d3d");
         assert!(matches!(r, Err(DecodeError::Malformed(_))), "{r:?}");
+    }
+
+    /// A packed entry may nest as deep as a scan of the whole entry allows (MAX_DEPTH open
+    /// containers, the entry array included), even though time and record are skipped apart.
+    #[test]
+    fn packed_entry_depth_limit_counts_the_entry_array() {
+        let packed = |levels: usize| {
+            // [t, {"a": [[...[nil]...]]}] with `levels` nested arrays.
+            let mut entry = vec![
+                0x92, 0xd7, 0x00, 0x55, 0xec, 0xe6, 0xf8, 0, 0, 0, 0, 0x81, 0xa1, b'a',
+            ];
+            entry.extend(std::iter::repeat_n(0x91, levels));
+            entry.push(0xc0);
+            let mut out = BytesMut::new();
+            crate::codec::encode::write_packed_forward(&mut out, b"t", &entry, None, false);
+            let f = Framer::new()
+                .next_frame(&mut out, 1 << 20)
+                .unwrap()
+                .unwrap();
+            parse_message(f, &DecodeLimits::default())
+        };
+        // entry array + record map + 62 arrays = 64 open containers: accepted.
+        let max = nagare_core::msgpack::MAX_DEPTH - 2;
+        assert_eq!(msg(packed(max)).events.len(), 1);
+        assert_eq!(
+            packed(max + 1),
+            Err(DecodeError::Malformed("broken entry stream"))
+        );
     }
 }

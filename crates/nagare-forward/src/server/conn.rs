@@ -14,7 +14,7 @@
 //!   closes the connection.
 
 use super::config::InForwardConfig;
-use super::dedupe::{Dedupe, Key};
+use super::dedupe::{Check, Claim, Dedupe};
 use super::stats::InForwardStats;
 use crate::codec::handshake::{random16, Helo, Ping, Pong, ServerSecurity};
 use crate::codec::{parse_message, DecodeError, Framer, Parsed};
@@ -91,7 +91,7 @@ pub struct Ctx {
     pub stats: InForwardStats,
     pub sink: Arc<dyn EventSink>,
     /// Committed (chunk, digest) pairs, shared by every connection.
-    pub dedupe: Option<Dedupe>,
+    pub dedupe: Option<Arc<Dedupe>>,
     limiter: LogLimiter,
 }
 
@@ -99,7 +99,7 @@ impl Ctx {
     pub fn new(cfg: Arc<InForwardConfig>, stats: InForwardStats, sink: Arc<dyn EventSink>) -> Self {
         let dedupe = cfg
             .dedupe_resends
-            .then(|| Dedupe::new(cfg.dedupe_window, cfg.dedupe_max_entries));
+            .then(|| Arc::new(Dedupe::new(cfg.dedupe_window, cfg.dedupe_max_entries)));
         Ctx {
             cfg,
             stats,
@@ -112,10 +112,7 @@ impl Ctx {
     /// A rate-limited warning naming the peer and the reason. The limit is per reason and
     /// peer *host* (a client that reconnects for every resend gets a new port each time).
     pub fn warn(&self, reason: &str, peer: &str, msg: &str) {
-        let host = peer
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(peer);
+        let host = peer.rsplit_once(':').map(|(h, _)| h).unwrap_or(peer);
         if let Some(suppressed) = self.limiter.check(&format!("{reason}|{host}")) {
             tracing::warn!(plugin_id = %self.cfg.id, %peer, reason, suppressed, "in_forward: {msg}");
         }
@@ -192,8 +189,8 @@ struct Batch {
     tag: Option<Tag>,
     events: Vec<Event>,
     acks: Vec<PendingAck>,
-    /// Resend-dedupe keys of the messages in this batch, remembered once it is committed.
-    keys: Vec<Key>,
+    /// Resend-dedupe claims of the messages in this batch, committed with it.
+    claims: Vec<Claim>,
 }
 
 impl Batch {
@@ -211,19 +208,20 @@ impl Batch {
                     p
                 }
                 Err(e) => {
-                    // Dropping the pending acks counts them as withheld; the keys are not
-                    // remembered, so a resend is new work.
+                    // Dropping the pending acks counts them as withheld; dropping the claims
+                    // forgets the messages, so a resend is new work.
                     self.acks.clear();
-                    self.keys.clear();
+                    self.claims.clear();
                     return Err(Close::Error(e.reason));
                 }
             }
         };
+        for c in self.claims.drain(..) {
+            c.commit();
+        }
         if let Some(d) = &ctx.dedupe {
-            d.insert_all(&self.keys);
             ctx.stats.dedupe_entries.set(d.len() as i64);
         }
-        self.keys.clear();
         let mut acks = std::mem::take(&mut self.acks).into_iter();
         if let Some(first) = acks.next() {
             first.commit(proof, out);
@@ -281,7 +279,7 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
         tag: None,
         events: Vec::new(),
         acks: Vec::new(),
-        keys: Vec::new(),
+        claims: Vec::new(),
     };
     let mut messages = 0u64;
     // Bytes a client pipelined right behind its PING are already in `buf`: frame them before
@@ -341,8 +339,27 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                 Ok(Parsed::Message(m)) => {
                     messages += 1;
                     if let (Some(d), Some(c)) = (&ctx.dedupe, &m.chunk) {
-                        let key = Key::new(c, &raw);
-                        if d.contains(&key) || batch.keys.contains(&key) {
+                        let key = super::dedupe::Key::new(c, &raw);
+                        let mut check = if batch.claims.iter().any(|cl| cl.key() == key) {
+                            Check::Duplicate
+                        } else {
+                            d.try_check(key)
+                        };
+                        if let Check::Pending = check {
+                            // Another connection is committing this very message. Commit what
+                            // this one holds first (so two connections never wait on each
+                            // other), then wait for the other's outcome.
+                            if let Err(c) = batch.flush(ctx, &mut out).await {
+                                let wrote = write_out(io, &mut out).await;
+                                return c.after_write(wrote);
+                            }
+                            check = d.check(key).await;
+                        }
+                        let claim = match check {
+                            Check::New(claim) => Some(claim),
+                            Check::Duplicate | Check::Pending => None,
+                        };
+                        if claim.is_none() {
                             // A resend of a message already committed: ack it again, keep
                             // nothing twice.
                             ctx.stats.resends_deduplicated.inc();
@@ -357,7 +374,7 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                                 .push(PendingAck::new(c.clone(), ctx.stats.acks_withheld.clone()));
                             continue;
                         }
-                        batch.keys.push(key);
+                        batch.claims.extend(claim);
                     }
                     if m.invalid_events > 0 {
                         let reason = m.invalid_reason.unwrap_or("invalid_event");

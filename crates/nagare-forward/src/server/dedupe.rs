@@ -7,6 +7,11 @@
 //! of the whole message). Pairs are remembered only once the message was committed and acked;
 //! a message whose append failed is new work when it comes again.
 //!
+//! A copy can arrive on another connection while the first is still being committed (the
+//! driver resends at once after a mismatched ack). The first copy holds a [`Claim`]; a second
+//! copy waits for its outcome: acked and skipped if the first commits, new work if it fails
+//! (or its connection drops mid-emit, which drops the claim).
+//!
 //! Bounds: at most `max_entries` pairs, each for at most `window`; the oldest go first.
 //! Each entry costs a fixed amount ([`ENTRY_BYTES`]): only the 128-bit digest of the whole
 //! message is kept (the message contains the `chunk` option, so equal digests mean the same id
@@ -16,8 +21,9 @@
 //! docs/docker-driver.md).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// Default `dedupe_window`: longer than out_forward's default ack timeout (190 s).
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(600);
@@ -46,6 +52,46 @@ impl Key {
 struct State {
     seen: HashMap<Key, Instant>,
     order: VecDeque<(Key, Instant)>,
+    /// Messages being committed right now, by the connection holding the claim.
+    pending: HashMap<Key, Arc<Notify>>,
+}
+
+/// What to do with a message that carries a `chunk`.
+pub enum Check {
+    /// Already committed: ack again, store nothing.
+    Duplicate,
+    /// New: store it, then [`Claim::commit`] once committed (dropping the claim = failed).
+    New(Claim),
+    /// Another connection is committing the same message right now (only from
+    /// [`Dedupe::try_check`]): commit what you hold first, then wait with [`Dedupe::check`].
+    Pending,
+}
+
+/// The right to commit one message; other copies wait on it.
+pub struct Claim {
+    dedupe: Arc<Dedupe>,
+    key: Key,
+    done: bool,
+}
+
+impl Claim {
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// The message was committed: remember it and wake copies waiting on it.
+    pub fn commit(mut self) {
+        self.done = true;
+        self.dedupe.finish(self.key, true);
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.done {
+            self.dedupe.finish(self.key, false);
+        }
+    }
 }
 
 /// The remembered (chunk, digest) pairs of one in_forward.
@@ -78,6 +124,68 @@ impl Dedupe {
                 st.seen.remove(&k);
             }
         }
+    }
+
+    fn try_inner(self: &Arc<Self>, key: Key) -> Result<Check, Arc<Notify>> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        self.expire(&mut st, now);
+        if st
+            .seen
+            .get(&key)
+            .is_some_and(|t| now.duration_since(*t) < self.window)
+        {
+            return Ok(Check::Duplicate);
+        }
+        match st.pending.get(&key) {
+            Some(n) => Err(n.clone()),
+            None => {
+                st.pending.insert(key, Arc::new(Notify::new()));
+                Ok(Check::New(Claim {
+                    dedupe: self.clone(),
+                    key,
+                    done: false,
+                }))
+            }
+        }
+    }
+
+    /// Duplicate, new with a claim, or pending elsewhere, without waiting.
+    pub fn try_check(self: &Arc<Self>, key: Key) -> Check {
+        self.try_inner(key).unwrap_or(Check::Pending)
+    }
+
+    /// Duplicate, or new with a claim. Waits while another connection is committing the same
+    /// message (re-checking at least every 100 ms). The caller must hold no uncommitted claim
+    /// (two connections waiting on each other's claims would never finish).
+    pub async fn check(self: &Arc<Self>, key: Key) -> Check {
+        loop {
+            match self.try_inner(key) {
+                Ok(c) => return c,
+                Err(notify) => {
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(100), notify.notified()).await;
+                }
+            }
+        }
+    }
+
+    fn finish(&self, key: Key, committed: bool) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if committed {
+            st.seen.insert(key, now);
+            st.order.push_back((key, now));
+            self.expire(&mut st, now);
+        }
+        if let Some(n) = st.pending.remove(&key) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Messages being committed now.
+    pub fn pending(&self) -> usize {
+        self.lock().pending.len()
     }
 
     /// Whether `key` was committed within the window.
@@ -152,6 +260,39 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         assert!(!d.contains(&k));
         assert!(d.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_copy_waits_for_the_first_and_is_a_duplicate_once_it_commits() {
+        let d = Arc::new(Dedupe::new(Duration::from_secs(60), 10));
+        let k = Key::new(b"c", b"m");
+        let Check::New(claim) = d.check(k).await else {
+            panic!("first is new")
+        };
+        let d2 = d.clone();
+        let waiter = tokio::spawn(async move { matches!(d2.check(k).await, Check::Duplicate) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiter.is_finished(),
+            "the copy must wait while the first is pending"
+        );
+        claim.commit();
+        assert!(waiter.await.unwrap());
+        assert_eq!(d.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_copy_becomes_new_work_when_the_first_fails() {
+        let d = Arc::new(Dedupe::new(Duration::from_secs(60), 10));
+        let k = Key::new(b"c", b"m");
+        let Check::New(claim) = d.check(k).await else {
+            panic!("first is new")
+        };
+        let d2 = d.clone();
+        let waiter = tokio::spawn(async move { matches!(d2.check(k).await, Check::New(_)) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(claim);
+        assert!(waiter.await.unwrap());
     }
 
     #[test]
