@@ -12,6 +12,7 @@
 //! * [`ForwardSender`]: a small blocking forward-protocol client that sends PackedForward
 //!   messages with a `chunk` id and waits for each ack, resending on a broken connection.
 //! * [`Pki`]: a CA, a server certificate for `localhost`/`127.0.0.1`, and an unrelated CA.
+//! * [`Proc::admin_addr`], [`Proc::metrics_text`], [`http_get`]: the admin endpoint (`/metrics`).
 //! * [`wait_until`] / [`wait_until_async`]: polling with a deadline. Deadlines only turn a
 //!   hang into a failure with a message; nothing here asserts on speed.
 
@@ -1010,6 +1011,64 @@ pub fn histogram<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) ->
         *m.entry(i).or_insert(0) += 1;
     }
     m
+}
+
+// ---- admin endpoint ------------------------------------------------------------------------
+
+impl Proc {
+    /// The admin endpoint's address from the ready file (`"admin"`), present when the config
+    /// enables it (`<system> admin_bind 127.0.0.1 admin_port 0`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        let ready = self
+            .config
+            .with_file_name(format!("{}.ready.json", self.name));
+        let text = std::fs::read_to_string(ready).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["admin"].as_str()?.parse().ok()
+    }
+
+    /// `GET /metrics` from the admin endpoint (which must be enabled).
+    pub fn metrics_text(&self) -> Result<String, String> {
+        let admin = self
+            .admin_addr()
+            .ok_or_else(|| format!("{}: no admin address in the ready file", self.name))?;
+        let (status, body) = http_get(admin, "/metrics")?;
+        if status != 200 {
+            return Err(format!(
+                "{}: GET /metrics answered {status}: {body}",
+                self.name
+            ));
+        }
+        Ok(body)
+    }
+}
+
+/// A bounded (5 s) HTTP/1.1 GET on a fresh connection: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let timeout = Duration::from_secs(5);
+    let mut s =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| format!("write to {addr}: {e}"))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP head from {addr}: {text}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line from {addr}: {head}"))?;
+    Ok((status, body.to_string()))
 }
 
 #[cfg(test)]
