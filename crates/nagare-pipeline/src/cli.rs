@@ -1,7 +1,7 @@
 //! The command line shared by `nagare-forwarder` and `nagare-aggregator`.
 
 use crate::Pipeline;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use nagare_config::{parse_file, parse_str, parse_yaml_str, Section};
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -59,6 +59,57 @@ struct Args {
     /// and supervisors use it to find ports chosen with `port 0`).
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Tools for a file buffer's directory: list chunks, inspect quarantined ones frame by
+    /// frame, reinject their valid frames (see docs/buffers.md).
+    Buffer {
+        #[command(subcommand)]
+        action: BufferAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BufferAction {
+    /// List the chunk files of a buffer directory: live, incoming and quarantined.
+    List {
+        /// The buffer's `path`.
+        #[arg(long)]
+        path: PathBuf,
+        /// Check every chunk's frames (quarantined ones are always checked).
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Show a chunk's header and frames (checking every checksum) and its first records.
+    Inspect {
+        /// The buffer's `path`.
+        #[arg(long)]
+        path: PathBuf,
+        /// A file path, a chunk file name, or a prefix of the chunk id.
+        chunk: String,
+        /// Records to print as JSON lines.
+        #[arg(long, default_value_t = 5)]
+        records: usize,
+    },
+    /// Write the valid frames of quarantined chunks back into the buffer (through
+    /// `incoming/`: a running process adopts them within 5 s, a stopped one at its next start).
+    Reinject {
+        /// The buffer's `path`.
+        #[arg(long)]
+        path: PathBuf,
+        /// Chunks (file paths, names or id prefixes); with `--all`, every quarantined chunk.
+        chunks: Vec<String>,
+        /// Every chunk under `quarantine/` (except `torn_tail` fragments and already reinjected ones).
+        #[arg(long)]
+        all: bool,
+        /// Tag for the reinjected events (default: the chunk's own tag).
+        #[arg(long)]
+        tag: Option<String>,
+    },
 }
 
 fn load(path: Option<&Path>, role: Role) -> Result<Section, String> {
@@ -103,6 +154,9 @@ fn init_tracing(args: &Args) {
 /// Runs a role's binary; returns the process exit code.
 pub fn main(role: Role) -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Buffer { action }) = args.command {
+        return buffer_tool(action);
+    }
     if args.print_default_config {
         print!("{}", role.default_config());
         return ExitCode::SUCCESS;
@@ -162,7 +216,9 @@ pub fn main(role: Role) -> ExitCode {
                 .iter()
                 .map(|i| serde_json::json!({"id": i.id, "addr": i.addr.to_string()}))
                 .collect();
-            let doc = serde_json::json!({"pid": std::process::id(), "inputs": inputs});
+            let admin = running.admin.map(|a| a.to_string());
+            let doc =
+                serde_json::json!({"pid": std::process::id(), "inputs": inputs, "admin": admin});
             let tmp = path.with_extension("tmp");
             if std::fs::write(&tmp, doc.to_string())
                 .and_then(|_| std::fs::rename(&tmp, path))
@@ -182,7 +238,7 @@ pub fn main(role: Role) -> ExitCode {
         );
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutdown requested: stopping inputs, then draining outputs");
+            tracing::info!("shutdown requested: inputs accept for shutdown_accept_period, then stop; then outputs drain within shutdown_drain_timeout (a second signal exits at once)");
             trigger.fire();
             wait_for_signal().await;
             tracing::warn!("second signal: exiting at once");
@@ -213,5 +269,244 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+// ---- `buffer` subcommand ----------------------------------------------------------------------
+
+fn buffer_tool(action: BufferAction) -> ExitCode {
+    match run_buffer_tool(action, &mut std::io::stdout().lock()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("buffer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn describe_key(h: &nagare_buffer::file::format::Header) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = &h.key.tag {
+        parts.push(format!("tag={t}"));
+    }
+    if let Some(tk) = h.key.timekey {
+        parts.push(format!("timekey={tk}"));
+    }
+    for (k, v) in &h.key.vars {
+        parts.push(format!("{k}={}", String::from_utf8_lossy(v)));
+    }
+    if parts.is_empty() {
+        "(no chunk keys)".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// Runs a `buffer` action, writing its report to `out` (tests call it directly).
+pub fn run_buffer_tool_for_test(
+    args: &[&str],
+    out: &mut impl std::io::Write,
+) -> Result<ExitCode, String> {
+    let mut full = vec!["nagare", "buffer"];
+    full.extend_from_slice(args);
+    let parsed = Args::try_parse_from(full).map_err(|e| e.to_string())?;
+    match parsed.command {
+        Some(Command::Buffer { action }) => run_buffer_tool(action, out),
+        None => Err("not a buffer command".into()),
+    }
+}
+
+fn run_buffer_tool(
+    action: BufferAction,
+    out: &mut impl std::io::Write,
+) -> Result<ExitCode, String> {
+    use nagare_buffer::file::tools;
+    let w =
+        |out: &mut dyn std::io::Write, s: String| writeln!(out, "{s}").map_err(|e| e.to_string());
+    match action {
+        BufferAction::List { path, verify } => {
+            let entries = tools::list(&path).map_err(|e| e.to_string())?;
+            if entries.is_empty() {
+                w(out, format!("{}: no chunk files", path.display()))?;
+            }
+            for e in entries {
+                let (id, records) = match &e.name {
+                    Some(n) => (
+                        n.id.hex(),
+                        match n.state {
+                            nagare_buffer::file::store::FileState::Queued { records, .. } => {
+                                records.to_string()
+                            }
+                            _ => "?".into(),
+                        },
+                    ),
+                    None => ("-".into(), "?".into()),
+                };
+                let mut line = format!(
+                    "{:<28} {id:<32} records={records:<8} bytes={:<10} {}",
+                    e.location,
+                    e.file_len,
+                    e.path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                );
+                if (verify || e.location.starts_with("quarantine/"))
+                    && !e.location.ends_with("torn_tail")
+                {
+                    match tools::inspect(&e.path) {
+                        Ok((r, _)) => line.push_str(&format!(
+                            "  [{} good records, {} bad frames{}]",
+                            r.good_records(),
+                            r.bad_frames(),
+                            if r.header_error.is_some() {
+                                ", bad header"
+                            } else {
+                                ""
+                            }
+                        )),
+                        Err(err) => line.push_str(&format!("  [unreadable: {err}]")),
+                    }
+                }
+                w(out, line)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BufferAction::Inspect {
+            path,
+            chunk,
+            records,
+        } => {
+            let found = tools::find(&path, &chunk).map_err(|e| e.to_string())?;
+            let file = match found.as_slice() {
+                [one] => one.clone(),
+                [] => {
+                    return Err(format!(
+                        "no chunk matches '{chunk}' under {}",
+                        path.display()
+                    ))
+                }
+                many => {
+                    return Err(format!(
+                        "'{chunk}' matches {} chunks; give more of the id",
+                        many.len()
+                    ))
+                }
+            };
+            let (r, good) = tools::inspect(&file).map_err(|e| e.to_string())?;
+            w(
+                out,
+                format!("file: {}  ({} bytes)", file.display(), r.file_len),
+            )?;
+            match (&r.header, &r.header_error) {
+                (Some(h), _) => w(
+                    out,
+                    format!(
+                        "header: id={} tag={} created_ms={} compress={} key: {}",
+                        h.id.hex(),
+                        h.tag,
+                        h.created_ms,
+                        if h.gzip { "gzip" } else { "text" },
+                        describe_key(h)
+                    ),
+                )?,
+                (None, Some(e)) => w(out, format!("header: DAMAGED ({e})"))?,
+                (None, None) => {}
+            }
+            for f in &r.frames {
+                w(
+                    out,
+                    format!(
+                        "frame @{:<10} len={:<10} records={:<8} {:?}",
+                        f.offset, f.len, f.records, f.status
+                    ),
+                )?;
+            }
+            w(
+                out,
+                format!(
+                    "good records: {}, bad frames: {} (declaring {} records)",
+                    r.good_records(),
+                    r.bad_frames(),
+                    r.bad_records()
+                ),
+            )?;
+            let mut stats = nagare_core::json::JsonStats::default();
+            for e in nagare_buffer::entries::Entries::new(bytes::Bytes::from(good)).take(records) {
+                match e {
+                    Ok(ev) => {
+                        let mut line = Vec::new();
+                        nagare_core::json::write_record(
+                            &mut line,
+                            ev.record.as_bytes(),
+                            &mut stats,
+                        );
+                        w(
+                            out,
+                            format!("{:?}\t{}", ev.time, String::from_utf8_lossy(&line)),
+                        )?;
+                    }
+                    Err(e) => {
+                        w(out, format!("(entries stop: {e})"))?;
+                        break;
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BufferAction::Reinject {
+            path,
+            chunks,
+            all,
+            tag,
+        } => {
+            let mut files = Vec::new();
+            if all {
+                for e in tools::list(&path).map_err(|e| e.to_string())? {
+                    if e.location.starts_with("quarantine/")
+                        && e.location != "quarantine/torn_tail"
+                        && e.location != "quarantine/reinjected"
+                    {
+                        files.push(e.path);
+                    }
+                }
+            }
+            for c in &chunks {
+                let found = tools::find(&path, c).map_err(|e| e.to_string())?;
+                match found.as_slice() {
+                    [one] => files.push(one.clone()),
+                    [] => return Err(format!("no chunk matches '{c}'")),
+                    _ => return Err(format!("'{c}' matches several chunks; give more of the id")),
+                }
+            }
+            if files.is_empty() {
+                w(out, "nothing to reinject".into())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let quarantine = path.join(nagare_buffer::file::store::QUARANTINE_DIR);
+            let mut failed = false;
+            for f in files {
+                if !f.starts_with(&quarantine) {
+                    w(out, format!("{}: not a quarantined chunk (live chunks are written by the running buffer); skipped", f.display()))?;
+                    failed = true;
+                    continue;
+                }
+                match tools::reinject(&path, &f, tag.as_deref()) {
+                    Ok(r) => w(out, format!(
+                        "reinjected {} records from {} as chunk {} ({} bad frames declaring {} records left out); original moved to {}",
+                        r.records, f.display(), r.new_id.hex(), r.bad_frames, r.bad_records, r.original_moved_to.display()
+                    ))?,
+                    Err(e) => {
+                        w(out, format!("{}: {e}", f.display()))?;
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
     }
 }

@@ -5,13 +5,21 @@
 //!                                                            buffered: append = commit point
 //! ```
 //!
-//! Shutdown happens in two phases: inputs stop first (they watch the caller's signal and
-//! finish the batch they are processing), then outputs get their own signal and drain within
-//! `shutdown_drain_timeout` (`<system>`), whose default fits ECS's 30 s stopTimeout.
+//! Shutdown happens in three phases (timeline in docs/buffers.md): when the caller's signal
+//! fires, inputs keep accepting for `<system> shutdown_accept_period` (5 s: app containers are
+//! stopping and their last lines matter); then inputs stop (each connection finishes the batch
+//! it is processing); then outputs get their own signal and drain within
+//! `shutdown_drain_timeout` (20 s), so the whole shutdown fits ECS's 30 s stopTimeout. File
+//! buffers keep what is left for the next start.
 
+pub mod accessor;
+pub mod admin;
 pub mod buffer;
 pub mod cli;
+pub mod dryrun;
+pub mod parse;
 pub mod pattern;
+pub mod placeholder;
 pub mod plugin;
 pub mod plugins;
 pub mod router;
@@ -28,8 +36,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Default time outputs get to flush after inputs stopped.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Default time outputs get to flush after inputs stopped (`<system> shutdown_drain_timeout`).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default time inputs keep accepting after a shutdown signal (`<system>
+/// shutdown_accept_period`, Nagare-only).
+pub const DEFAULT_ACCEPT_PERIOD: Duration = Duration::from_secs(5);
 
 /// State shared while building plugins.
 pub struct BuildCtx {
@@ -37,6 +48,10 @@ pub struct BuildCtx {
     pub hostname: String,
     /// `<system> shutdown_drain_timeout`.
     pub drain_timeout: Duration,
+    /// `<system> shutdown_accept_period`.
+    pub accept_period: Duration,
+    /// `<system> root_dir`: file buffers without `path` go to `<root_dir>/buffer/<@id>`.
+    pub root_dir: Option<std::path::PathBuf>,
     /// Counter for ids of plugins without `@id`.
     pub auto_ids: usize,
     /// Validate only: open no files, bind nothing.
@@ -52,6 +67,11 @@ pub struct BuildCtx {
     pub labels: HashMap<String, Arc<router::LabelHandle>>,
     /// Warnings for `--dry-run` (traps found while building).
     pub warnings: Vec<String>,
+    /// Every plugin built, for `/api/plugins.json`.
+    pub inventory: Vec<admin::PluginInfo>,
+    /// Where the admin endpoint listens (`<system> admin_bind/admin_port` or a
+    /// `<source> @type monitor_agent`).
+    pub admin_addr: Option<(String, u16)>,
 }
 
 impl Default for BuildCtx {
@@ -67,6 +87,8 @@ impl Default for BuildCtx {
                 })
                 .unwrap_or_else(|| "localhost".into()),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            accept_period: DEFAULT_ACCEPT_PERIOD,
+            root_dir: None,
             auto_ids: 0,
             dry_run: false,
             current_label: router::LabelHandle::new("ROOT"),
@@ -74,6 +96,8 @@ impl Default for BuildCtx {
             current_pattern: None,
             labels: HashMap::new(),
             warnings: Vec::new(),
+            inventory: Vec::new(),
+            admin_addr: None,
         }
     }
 }
@@ -91,6 +115,10 @@ pub struct Pipeline {
     warnings: Vec<String>,
     /// Keeps every label's router alive (handles hold weak references).
     routers: Vec<Arc<Router>>,
+    inventory: Vec<admin::PluginInfo>,
+    admin_addr: Option<(String, u16)>,
+    health: nagare_core::health::Thresholds,
+    accept_period: Duration,
 }
 
 /// An input's bound address, for `--ready-file` and tests.
@@ -104,6 +132,8 @@ pub struct BoundInput {
 /// A running pipeline.
 pub struct Running {
     pub inputs: Vec<BoundInput>,
+    /// The admin endpoint's address, when enabled.
+    pub admin: Option<SocketAddr>,
     handle: tokio::task::JoinHandle<()>,
 }
 
@@ -123,7 +153,6 @@ const SYSTEM_IGNORED: &[&str] = &[
     "without_source",
     "process_name",
     "workers",
-    "root_dir",
     "rpc_endpoint",
     "enable_get_dump",
     "log_event_verbose",
@@ -160,9 +189,23 @@ impl Pipeline {
     pub fn build_with(root: &Section, mut ctx: BuildCtx) -> Result<Pipeline, ConfigError> {
         let mut tasks = Tasks::default();
         let mut routes = Vec::new();
+        let mut health = nagare_core::health::Thresholds::default();
         for sys in root.children_named("system") {
             let mut p = sys.params();
             ctx.drain_timeout = p.duration("shutdown_drain_timeout", ctx.drain_timeout)?;
+            ctx.accept_period = p.duration("shutdown_accept_period", ctx.accept_period)?;
+            if let Some(d) = p.str("root_dir")? {
+                ctx.root_dir = Some(d.into());
+            }
+            if let Some(port) = p.opt_size("admin_port")? {
+                let bind = p.str_or("admin_bind", "0.0.0.0")?;
+                ctx.admin_addr = Some((bind, port as u16));
+            } else {
+                p.ignore("admin_bind");
+            }
+            health.max_failing = p.duration("health_max_failing", health.max_failing)?;
+            health.max_buffer_ratio =
+                p.float("health_max_buffer_ratio", health.max_buffer_ratio)?;
             for k in SYSTEM_IGNORED {
                 p.ignore(k);
             }
@@ -241,10 +284,21 @@ impl Pipeline {
                             cfg: plugins::in_forward::parse(c, &mut ctx)?,
                             sink,
                         }),
+                        "monitor_agent" => {
+                            let mut p = c.params();
+                            let bind = p.str_or("bind", "0.0.0.0")?;
+                            let port: u16 = p.int("port", 24220)?;
+                            p.ignore("tag");
+                            p.ignore("emit_interval");
+                            p.ignore("include_config");
+                            p.ignore("include_retry");
+                            p.finish()?;
+                            ctx.admin_addr = Some((bind, port));
+                        }
                         other => {
                             return Err(ConfigError::new(
                                 c.span.clone(),
-                                format!("unknown input @type '{other}' (available: forward)"),
+                                format!("unknown input @type '{other}' (available: forward, monitor_agent)"),
                             ))
                         }
                     }
@@ -258,12 +312,17 @@ impl Pipeline {
                 }
             }
         }
+        dryrun::check(root, &mut ctx);
         Ok(Pipeline {
             sources,
             tasks,
             routes,
             warnings: ctx.warnings,
             routers,
+            inventory: ctx.inventory,
+            admin_addr: ctx.admin_addr,
+            health,
+            accept_period: ctx.accept_period,
         })
     }
 
@@ -277,9 +336,10 @@ impl Pipeline {
         &self.warnings
     }
 
-    /// Binds inputs, starts outputs and inputs. Inputs stop when `shutdown` fires; outputs
-    /// drain after all inputs stopped.
+    /// Binds inputs, starts outputs and inputs. Inputs stop `shutdown_accept_period` after
+    /// `shutdown` fires; outputs drain after all inputs stopped.
     pub async fn start(self, shutdown: Shutdown) -> std::io::Result<Running> {
+        let shutdown = delayed(shutdown, self.accept_period);
         let mut bound = Vec::new();
         let mut servers = Vec::new();
         for s in self.sources {
@@ -294,7 +354,35 @@ impl Pipeline {
             }
             servers.push((srv, s.sink));
         }
+        let admin = match &self.admin_addr {
+            Some((bind, port)) => {
+                let l = tokio::net::TcpListener::bind((bind.as_str(), *port))
+                    .await
+                    .map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("admin endpoint cannot bind {bind}:{port}: {e}"),
+                        )
+                    })?;
+                let addr = l.local_addr()?;
+                tracing::info!(%addr, "admin endpoint listening (/metrics, /health, /api/plugins.json)");
+                let st = Arc::new(admin::AdminState {
+                    plugins: self.inventory.clone(),
+                    thresholds: self.health,
+                    reload: None,
+                });
+                // The admin endpoint stays up until the outputs drained (health checks keep
+                // answering during shutdown).
+                Some((l, st, addr))
+            }
+            None => None,
+        };
         let (out_trigger, out_shutdown) = shutdown::channel();
+        let admin_addr = admin.as_ref().map(|(_, _, a)| *a);
+        let (admin_trigger, admin_shutdown) = shutdown::channel();
+        if let Some((l, st, _)) = admin {
+            tokio::spawn(admin::serve(l, st, admin_shutdown));
+        }
         let mut outputs = tokio::task::JoinSet::new();
         for t in self.tasks.0 {
             outputs.spawn(t(out_shutdown.clone()));
@@ -311,12 +399,34 @@ impl Pipeline {
             out_trigger.fire();
             while outputs.join_next().await.is_some() {}
             tracing::info!("outputs drained");
+            admin_trigger.fire();
         });
         Ok(Running {
             inputs: bound,
+            admin: admin_addr,
             handle,
         })
     }
+}
+
+/// A signal that fires `period` after `shutdown` does: inputs keep accepting meanwhile.
+fn delayed(shutdown: Shutdown, period: Duration) -> Shutdown {
+    if period.is_zero() {
+        return shutdown;
+    }
+    let (trigger, delayed) = shutdown::channel();
+    let mut sd = shutdown;
+    tokio::spawn(async move {
+        sd.wait().await;
+        tracing::info!(
+            accept_period_ms = period.as_millis() as u64,
+            "shutdown requested: inputs keep accepting for the accept period"
+        );
+        tokio::time::sleep(period).await;
+        tracing::info!("accept period over: stopping inputs");
+        trigger.fire();
+    });
+    delayed
 }
 
 fn build_router(
@@ -357,7 +467,7 @@ fn build_router(
                     s.type_name().unwrap_or("?"),
                     s.span
                 ));
-                r.filters.push((pat, f));
+                r.add_filter(pat, f);
             }
             other => {
                 return Err(ConfigError::new(

@@ -17,6 +17,10 @@ pub struct Router {
     pub matches: Vec<(Pattern, Arc<dyn OutputPlugin>)>,
     /// Where rejected events go (`<label @ERROR>`), if defined.
     pub error_label: Option<Arc<LabelHandle>>,
+    /// For each filter (same index), how many `<match>`es come before it in the config: a
+    /// filter only applies to events taken by a `<match>` placed after it (Fluentd's order).
+    /// Filters without an entry count as placed before every `<match>`.
+    pub filter_positions: Vec<usize>,
     dropped: ReasonCounters,
     limiter: LogLimiter,
 }
@@ -52,6 +56,7 @@ impl Router {
             filters: Vec::new(),
             matches: Vec::new(),
             error_label: None,
+            filter_positions: Vec::new(),
             dropped: ReasonCounters::new(
                 "nagare_router_dropped_events_total",
                 "Events no <match> took, by label and reason",
@@ -59,6 +64,13 @@ impl Router {
             ),
             limiter: LogLimiter::default(),
         }
+    }
+
+    /// Adds a filter placed after the `<match>`es added so far.
+    pub fn add_filter(&mut self, p: Pattern, f: Arc<dyn Filter>) {
+        self.filter_positions.resize(self.filters.len(), 0);
+        self.filter_positions.push(self.matches.len());
+        self.filters.push((p, f));
     }
 
     /// Which `<match>` (by index) a tag reaches, if any.
@@ -116,9 +128,15 @@ impl Router {
         first: usize,
         skip_filters: bool,
     ) -> Result<Committed, EmitError> {
+        let target = self.route_from(stream.tag.as_bytes(), first);
         if !skip_filters {
             let mut errors = Vec::new();
-            for (p, f) in &self.filters {
+            for (i, (p, f)) in self.filters.iter().enumerate() {
+                let pos = self.filter_positions.get(i).copied().unwrap_or(0);
+                if target.is_some_and(|m| pos > m) {
+                    // Placed after the <match> that takes these events: not on their path.
+                    break;
+                }
                 if p.matches(stream.tag.as_bytes()) {
                     f.filter(&mut stream, &mut errors);
                     if stream.is_empty() {
@@ -131,7 +149,7 @@ impl Router {
                 return Ok(Committed::new());
             }
         }
-        match self.route_from(stream.tag.as_bytes(), first) {
+        match target {
             Some(i) => self.matches[i].1.emit(stream).await,
             None => {
                 self.dropped.add("no_match", stream.len() as u64);

@@ -1,10 +1,9 @@
 //! `@type forward` as an output: see `nagare_forward::client`. Buffered; the chunk id is the
 //! forward `chunk` option, so resends are recognisable downstream.
 
-use crate::buffer::{self, Buffered};
+use crate::buffer;
 use crate::plugin::{OutputPlugin, Tasks};
 use crate::BuildCtx;
-use nagare_buffer::Buffer;
 use nagare_config::{ConfigError, Section};
 use nagare_forward::client::config::*;
 use nagare_forward::client::OutForward;
@@ -118,23 +117,20 @@ pub fn build(
     };
     p.ignore("verify_connection_at_startup");
     p.ignore("ignore_network_errors_at_startup");
-    let bcfg = buffer::parse(p.section("buffer")?)?;
-    if let Some(s) = p.section("secondary")? {
-        return Err(ConfigError::new(
-            s.span.clone(),
-            "<secondary> is not supported yet",
-        ));
-    }
+    let plan = buffer::BufferPlan::parse(
+        &mut p,
+        &buffer::Defaults {
+            require_tag: true,
+            ..Default::default()
+        },
+        ctx,
+        &id,
+    )?;
     p.finish()?;
     let out = Arc::new(
         OutForward::new(cfg).map_err(|e| ConfigError::new(sec.span.clone(), e.to_string()))?,
     );
-    let buffer = Arc::new(Buffer::new(bcfg, &id));
-    let drain = ctx.drain_timeout;
-    {
-        let (b, o, id) = (buffer.clone(), out.clone(), id.clone());
-        tasks.add(move |sd| nagare_buffer::flush::run(b, o, sd, drain, id));
-    }
+    let buffered = plan.start(out.clone(), &id, ctx, tasks)?;
     {
         let o = out.clone();
         tasks.add(move |sd| async move {
@@ -143,5 +139,5 @@ pub fn build(
             }
         });
     }
-    Ok(Arc::new(Buffered { buffer }))
+    Ok(buffered)
 }
