@@ -6,5 +6,7 @@
 //! * `out_s3/`, `out_cloudwatch_logs/`: the outputs (one folder each, files split by role).
 
 pub mod client;
+pub mod out_cloudwatch_logs;
+pub mod out_s3;
 
 pub use client::{AssumeRole, AwsSettings, Secret};

@@ -1,22 +1,44 @@
-//! Fluentd's buffered-output model.
+//! Fluentd's buffered-output model, with its silent-loss paths designed out.
 //!
-//! An output owns one [`Buffer`]: events are appended into a *staged* chunk per chunk key (the
-//! tag, for now); a staged chunk moves to the *queue* when it reaches `chunk_limit_size` /
-//! `chunk_limit_records` or when it is older than `flush_interval`; flush workers
-//! ([`flush::run`]) take queued chunks, write them, and purge them on success or put them back
-//! with a backoff ([`retry::RetryState`]) on a retryable error.
+//! ```text
+//! append(tag, events) --group by chunk key--> staged chunk per key --full / due--> queue
+//!   Ok = committed (in_forward may ack)                                             |
+//!                              flush::run: dequeue -> Output::write -> purge | retry | secondary
+//! ```
 //!
-//! Commit point: [`Buffer::append`] returning `Ok` means the events are in the buffer; that is
-//! when in_forward may ack. When the buffer is full, `overflow_action` decides: refuse
-//! (`throw_exception`, the input closes the connection without ack), wait (`block`), or drop
-//! the oldest queued chunk (`drop_oldest_chunk`, counted).
+//! * [`Buffer`]: one output's buffer. Events are appended to a *staged* chunk per chunk key
+//!   ([`key`]: `tag`, `time`, record keys such as `service` or `$.kubernetes.namespace_name`);
+//!   a staged chunk is queued when full (`chunk_limit_size`, `chunk_limit_records`,
+//!   `chunk_full_threshold`), when due (`flush_mode interval`: `flush_interval` after it was
+//!   created; with a `time` key: `timekey_wait` after its slice ended), at once
+//!   (`flush_mode immediate`), or at shutdown (`flush_at_shutdown`).
+//! * Storage: memory, or [`file`] (crash-safe, checksummed, quarantine instead of crash loops;
+//!   the format and durability points are documented there). `compress gzip` stores each append
+//!   as a gzip member; outputs always receive uncompressed entries in [`nagare_core::Chunk`].
+//! * Commit point: [`Buffer::append`] returning `Ok`. When `total_limit_size` is reached,
+//!   `overflow_action` decides: refuse (`throw_exception`: the input closes without ack), wait
+//!   (`block`), or drop the oldest chunk (`drop_oldest_chunk`, counted).
+//! * [`flush::run_with`]: `flush_thread_count` workers, one retry state per output ([`retry`]),
+//!   the `<secondary>` ([`secondary`] is `secondary_file`), and the shutdown drain.
+//! * [`stats`]: every gauge and counter, per output.
 //!
-//! Memory: staged plus queued bytes never exceed `total_limit_size` (plus at most one append).
+//! Memory: a memory buffer holds at most `total_limit_size` (plus one append); a file buffer
+//! holds only the chunks being written (`flush_thread_count` of them) whatever its backlog.
 
+pub mod buffer;
+pub mod compress;
 pub mod config;
+pub mod entries;
+pub mod file;
 pub mod flush;
-pub mod memory;
+pub mod key;
 pub mod retry;
+pub mod secondary;
+pub mod stats;
 
-pub use config::{BufferConfig, FlushMode, OverflowAction, RetryType};
-pub use memory::{Buffer, BufferStats};
+pub use buffer::{AppendError, Buffer, OpenError, WallClock};
+pub use config::{
+    BufferConfig, Compress, FlushMode, FsyncPolicy, OverflowAction, RetryType, Storage, TimeKey,
+};
+pub use key::{ChunkKeyList, ChunkKeys, RecordKey};
+pub use stats::BufferStats;

@@ -146,6 +146,7 @@ impl Scanner {
 }
 
 /// Length of the fixed header that starts with byte `b` (type byte plus length bytes).
+#[inline]
 fn header_len(b: u8) -> usize {
     match b {
         0xc4 | 0xd9 => 2,
@@ -158,12 +159,14 @@ fn header_len(b: u8) -> usize {
     }
 }
 
+#[inline]
 fn be(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64)
 }
 
 /// Decodes the header at the start of `s` (whose first byte is `b`). `Ok(None)` if the length
 /// bytes are not all there yet.
+#[inline(always)]
 fn head_of(b: u8, s: &[u8]) -> Result<Option<Head>, ScanError> {
     let hl = header_len(b);
     if s.len() < hl {
@@ -195,11 +198,57 @@ fn head_of(b: u8, s: &[u8]) -> Result<Option<Head>, ScanError> {
 }
 
 /// End offset of the complete object starting at `buf[pos]`.
+///
+/// Same answers as [`Scanner::scan`] over `buf[pos..]` with no size limit (including
+/// [`ScanError::TooDeep`] past [`MAX_DEPTH`]), but without the resumable state: no allocation,
+/// one pass.
+#[inline]
 pub fn skip_complete(buf: &[u8], pos: usize) -> Result<usize, ScanError> {
-    let mut sc = Scanner::new();
-    match sc.scan(&buf[pos.min(buf.len())..], usize::MAX)? {
-        Some(n) => Ok(pos + n),
-        None => Err(ScanError::Invalid("truncated object")),
+    skip_nested(buf, pos, 0)
+}
+
+/// [`skip_complete`] for an object that sits `depth` containers deep in the object being
+/// validated, so the [`MAX_DEPTH`] limit counts from the outer object (the codec skips an
+/// entry's time and record separately with `depth` 1, and gets the verdict a scan of the whole
+/// entry would give).
+pub fn skip_nested(buf: &[u8], pos: usize, depth: usize) -> Result<usize, ScanError> {
+    const TRUNCATED: ScanError = ScanError::Invalid("truncated object");
+    let s = buf.get(pos..).ok_or(TRUNCATED)?;
+    let b = *s.first().ok_or(TRUNCATED)?;
+    match head_of(b, s)?.ok_or(TRUNCATED)? {
+        Head::Leaf(hdr, body) => {
+            let end = hdr as u64 + body;
+            if end > s.len() as u64 {
+                return Err(TRUNCATED);
+            }
+            Ok(pos + end as usize)
+        }
+        Head::Container(hdr, children) => {
+            let mut p = pos + hdr;
+            if children == 0 {
+                return Ok(p);
+            }
+            if depth >= MAX_DEPTH {
+                return Err(ScanError::TooDeep(MAX_DEPTH));
+            }
+            // Every child takes at least one byte, so this loop ends within `buf.len()` steps
+            // whatever the declared count.
+            for _ in 0..children {
+                p = match buf.get(p) {
+                    // Fast path for the common leaves: fixstr, positive fixint.
+                    Some(&c @ 0xa0..=0xbf) => {
+                        let e = p + 1 + (c & 0x1f) as usize;
+                        if e > buf.len() {
+                            return Err(TRUNCATED);
+                        }
+                        e
+                    }
+                    Some(0x00..=0x7f) => p + 1,
+                    _ => skip_nested(buf, p, depth + 1)?,
+                };
+            }
+            Ok(p)
+        }
     }
 }
 
@@ -455,7 +504,41 @@ mod tests {
         })
     }
 
+    #[test]
+    fn skip_complete_depth_limit_matches_the_scanner() {
+        for n in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1] {
+            let mut b = vec![0x91; n];
+            b.push(0xc0);
+            let scanned = Scanner::new().scan(&b, usize::MAX).map(|o| o.unwrap());
+            assert_eq!(skip_complete(&b, 0), scanned, "{n} levels");
+            // Skipping the inner object at depth 1 gives the verdict for the whole.
+            assert_eq!(skip_nested(&b, 1, 1), scanned, "{n} levels, nested");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn skip_complete_agrees_with_scanner_on_any_bytes(
+            b in proptest::collection::vec(any::<u8>(), 0..64),
+            pos in 0usize..70,
+        ) {
+            let want = match Scanner::new().scan(&b[pos.min(b.len())..], usize::MAX) {
+                Ok(Some(n)) => Ok(pos + n),
+                Ok(None) => Err(ScanError::Invalid("truncated object")),
+                Err(e) => Err(e),
+            };
+            prop_assert_eq!(skip_complete(&b, pos), want);
+        }
+
+        #[test]
+        fn skip_complete_agrees_with_scanner_on_values(v in arb_value(), junk in any::<u8>()) {
+            let mut b = enc(&v);
+            let n = b.len();
+            b.push(junk);
+            prop_assert_eq!(skip_complete(&b, 0), Ok(n));
+            prop_assert_eq!(skip_complete(&b[..n - 1], 0), Err(ScanError::Invalid("truncated object")));
+        }
+
         #[test]
         fn scanner_agrees_with_rmpv_at_any_split(v in arb_value(), cut in 0usize..10_000) {
             let b = enc(&v);

@@ -13,9 +13,7 @@
 
 use bytes::BytesMut;
 use criterion::measurement::WallTime;
-use criterion::{
-    black_box, criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
-};
+use criterion::{black_box, criterion_group, BatchSize, BenchmarkGroup, Criterion, Throughput};
 use nagare_core::msgpack::{write_array_len, write_map_len, write_str};
 use nagare_core::{Event, EventTime, Record};
 use nagare_forward::codec::compress::gzip;
@@ -305,4 +303,55 @@ fn bench_encode(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_decode, bench_encode);
-criterion_main!(benches);
+
+/// `CODEC_PROFILE=<packed|forward|message_docker> ITERS=n` runs only that decode, `n` times,
+/// outside criterion: a steady loop to look at with `valgrind --tool=callgrind` or `perf`.
+fn profile(which: &str) {
+    let events = docker_events(BATCH);
+    let mut wire = BytesMut::new();
+    match which {
+        "packed" => write_packed_forward(
+            &mut wire,
+            TAG,
+            &packed_entries(&events),
+            Some(&chunk_opts(BATCH)),
+            false,
+        ),
+        "forward" => write_forward(&mut wire, TAG, &events, Some(&chunk_opts(BATCH)), false),
+        "message_docker" => {
+            for e in &events {
+                write_array_len(&mut wire, 4);
+                write_str(&mut wire, TAG);
+                wire.extend_from_slice(&[0xd2]);
+                wire.extend_from_slice(&(e.time.secs() as i32).to_be_bytes());
+                wire.extend_from_slice(e.record.as_bytes());
+                write_map_len(&mut wire, 0);
+            }
+        }
+        other => panic!("CODEC_PROFILE={other}: use packed, forward or message_docker"),
+    }
+    let iters: usize = std::env::var("ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let limits = DecodeLimits::default();
+    let mut framer = Framer::new();
+    let mut buf = BytesMut::with_capacity(wire.len());
+    let mut n = 0;
+    for _ in 0..iters {
+        buf.clear();
+        buf.extend_from_slice(&wire);
+        n += decode_all(buf.split(), &mut framer, &limits);
+        buf.reserve(wire.len());
+    }
+    eprintln!("{which}: {n} events decoded");
+}
+
+fn main() {
+    if let Ok(which) = std::env::var("CODEC_PROFILE") {
+        profile(&which);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,0 +1,148 @@
+//! A moto endpoint for the AWS tests.
+//!
+//! `NAGARE_MOTO_ENDPOINT` (e.g. `http://127.0.0.1:5000`, as `.ci/run` may export) is used when
+//! set. Otherwise the first call spawns `moto_server` from `.ci/venv` once per test binary, on
+//! a free 127.0.0.1 port, through a small Python watchdog that exits when the test process
+//! does (no server outlives its tests). When moto is missing, [`moto`] returns `None` and the
+//! caller skips, except under `CI=true`, where it panics: a missing component fails CI.
+//!
+//! Tests share one server: use unique bucket / log group names.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A running moto server.
+#[derive(Debug)]
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    pub port: u16,
+    child: Mutex<Option<Child>>,
+}
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The venv's Python, when moto is installed there.
+pub fn venv_python() -> Option<PathBuf> {
+    let bin = workspace_root().join(".ci/venv/bin");
+    (bin.join("moto_server").exists() && bin.join("python").exists()).then(|| bin.join("python"))
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Python that runs `main` and exits when the parent (the test binary) is gone.
+pub const WATCHDOG: &str = r#"import os, sys, threading, time
+ppid = os.getppid()
+def watch():
+    while os.getppid() == ppid:
+        time.sleep(0.5)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+"#;
+
+/// Spawns a Python script under the watchdog: `code` runs after it.
+pub fn spawn_python(python: &Path, code: &str, quiet: bool) -> std::io::Result<Child> {
+    let mut cmd = Command::new(python);
+    cmd.arg("-c")
+        .arg(format!("{WATCHDOG}{code}"))
+        .stdin(Stdio::null());
+    if quiet {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    cmd.spawn()
+}
+
+/// The shared moto endpoint, or `None` (skip) when moto is not available outside CI.
+pub fn moto() -> Option<&'static Moto> {
+    static MOTO: OnceLock<Result<Option<Moto>, String>> = OnceLock::new();
+    let m = MOTO.get_or_init(|| {
+        if let Ok(ep) = std::env::var("NAGARE_MOTO_ENDPOINT") {
+            let port = ep
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.trim_end_matches('/').parse().ok())
+                .unwrap_or(0);
+            return Ok(Some(Moto {
+                endpoint: ep.trim_end_matches('/').to_string(),
+                port,
+                child: Mutex::new(None),
+            }));
+        }
+        let Some(py) = venv_python() else {
+            if ci() {
+                return Err(
+                    "CI=true but .ci/venv/bin/moto_server is missing (run .ci/install-deps.sh)"
+                        .into(),
+                );
+            }
+            eprintln!("SKIPPED: moto not installed (.ci/venv/bin/moto_server); set NAGARE_MOTO_ENDPOINT or run .ci/install-deps.sh");
+            return Ok(None);
+        };
+        let port = free_port();
+        let code = format!(
+            "from moto.server import main\nmain(['-H', '127.0.0.1', '-p', '{port}'])\n"
+        );
+        // NAGARE_TEST_VERBOSE=1 shows moto's own output.
+        let quiet = std::env::var_os("NAGARE_TEST_VERBOSE").is_none();
+        let mut child = spawn_python(&py, &code, quiet).map_err(|e| format!("spawn moto: {e}"))?;
+        if !wait_for_port(port, Duration::from_secs(60)) {
+            let _ = child.kill();
+            return Err(format!("moto_server did not start on 127.0.0.1:{port}"));
+        }
+        Ok(Some(Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            child: Mutex::new(Some(child)),
+        }))
+    });
+    match m {
+        Ok(m) => m.as_ref(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A name unique to this test process and call (for buckets, groups).
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{nanos:x}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

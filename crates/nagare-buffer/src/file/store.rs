@@ -1,0 +1,567 @@
+//! Chunk files in a directory: create, append, seal, read back, quarantine, recover.
+
+use super::format::{FormatError, FrameHeader, Header, FRAME_HEADER_LEN};
+use crate::compress;
+use nagare_core::ChunkId;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Sub-directory (of the buffer path) for chunks that cannot be delivered as they are.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// Sub-directory where `nagare-forwarder buffer reinject` puts chunks for the buffer to adopt.
+pub const INCOMING_DIR: &str = "incoming";
+/// The lock file that keeps two processes (or two outputs) off one directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Where a chunk file is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    Staged,
+    /// Sealed, with the totals recorded in the name (records, raw bytes, file length).
+    Queued {
+        records: u64,
+        raw: u64,
+        len: u64,
+    },
+}
+
+/// A chunk file's name, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkName {
+    pub seq: u64,
+    pub id: ChunkId,
+    pub state: FileState,
+}
+
+impl ChunkName {
+    /// `<seq>-<id>.staged` or `<seq>-<id>.<records>.<raw>.<len>.queued` (seq 16 hex digits,
+    /// id 32 hex digits).
+    pub fn render(&self) -> String {
+        let id = self.id.hex();
+        match self.state {
+            FileState::Staged => format!("{:016x}-{id}.staged", self.seq),
+            FileState::Queued { records, raw, len } => {
+                format!("{:016x}-{id}.{records}.{raw}.{len}.queued", self.seq)
+            }
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ChunkName> {
+        let (seq, rest) = name.split_once('-')?;
+        if seq.len() != 16 {
+            return None;
+        }
+        let seq = u64::from_str_radix(seq, 16).ok()?;
+        let (id, rest) = rest.split_once('.')?;
+        let id = parse_id(id)?;
+        let state = if rest == "staged" {
+            FileState::Staged
+        } else {
+            let mut it = rest.split('.');
+            let records = it.next()?.parse().ok()?;
+            let raw = it.next()?.parse().ok()?;
+            let len = it.next()?.parse().ok()?;
+            if it.next()? != "queued" || it.next().is_some() {
+                return None;
+            }
+            FileState::Queued { records, raw, len }
+        };
+        Some(ChunkName { seq, id, state })
+    }
+}
+
+/// Parses 32 hex digits.
+pub fn parse_id(s: &str) -> Option<ChunkId> {
+    if s.len() != 32 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(ChunkId(out))
+}
+
+/// A staged chunk's open file.
+#[derive(Debug)]
+pub struct StagedFile {
+    pub file: Arc<File>,
+    pub path: PathBuf,
+    /// Bytes written and known good (header plus whole frames).
+    pub len: u64,
+    /// Written since the last fsync.
+    pub dirty: bool,
+}
+
+/// What a walk over a chunk file's frame headers found.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    pub header: Header,
+    pub frames: u64,
+    pub records: u64,
+    pub raw: u64,
+    /// End of the last whole frame.
+    pub valid_len: u64,
+    pub file_len: u64,
+}
+
+impl Scanned {
+    /// Whether bytes after the last whole frame remain (an append cut short by a crash).
+    pub fn torn(&self) -> bool {
+        self.valid_len < self.file_len
+    }
+}
+
+/// Why a chunk file cannot be used as it is.
+#[derive(Debug)]
+pub enum ChunkFileError {
+    Io(io::Error),
+    /// Shorter than its header: created, never appended to (nothing was acknowledged).
+    NoHeader,
+    /// Damaged (bad magic, checksum, impossible length) at `offset`.
+    Corrupt {
+        reason: String,
+        offset: u64,
+    },
+}
+
+impl std::fmt::Display for ChunkFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkFileError::Io(e) => write!(f, "i/o error: {e}"),
+            ChunkFileError::NoHeader => f.write_str("file shorter than its header"),
+            ChunkFileError::Corrupt { reason, offset } => {
+                write!(f, "corrupt at byte {offset}: {reason}")
+            }
+        }
+    }
+}
+
+impl From<io::Error> for ChunkFileError {
+    fn from(e: io::Error) -> Self {
+        ChunkFileError::Io(e)
+    }
+}
+
+/// Reads up to `buf.len()` bytes; fewer only at end of file.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn read_header(r: &mut impl Read) -> Result<(Header, u64), ChunkFileError> {
+    let mut pre = [0u8; 12];
+    let n = read_full(r, &mut pre)?;
+    if n < 12 {
+        return match Header::decode(&pre[..n]) {
+            Err(FormatError::Corrupt(why)) => Err(ChunkFileError::Corrupt {
+                reason: why.into(),
+                offset: 0,
+            }),
+            _ => Err(ChunkFileError::NoHeader),
+        };
+    }
+    // The length is checked by decode before anything is allocated from it.
+    match Header::decode(&pre) {
+        Err(FormatError::Corrupt(why)) => {
+            return Err(ChunkFileError::Corrupt {
+                reason: why.into(),
+                offset: 0,
+            })
+        }
+        Err(FormatError::Incomplete) | Ok(_) => {}
+    }
+    let body = u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]) as usize;
+    let mut buf = pre.to_vec();
+    buf.resize(12 + body + 4, 0);
+    let n = read_full(r, &mut buf[12..])?;
+    buf.truncate(12 + n);
+    match Header::decode(&buf) {
+        Ok((h, off)) => Ok((h, off as u64)),
+        Err(FormatError::Incomplete) => Err(ChunkFileError::NoHeader),
+        Err(FormatError::Corrupt(why)) => Err(ChunkFileError::Corrupt {
+            reason: why.into(),
+            offset: 0,
+        }),
+    }
+}
+
+/// Walks the header and the frame headers (seeking over payloads: nothing is held in memory
+/// and payloads are not read). Checksums of payloads are checked by [`read_chunk`].
+pub fn scan(path: &Path) -> Result<Scanned, ChunkFileError> {
+    let mut f = BufReader::with_capacity(4096, File::open(path)?);
+    let file_len = f.get_ref().metadata()?.len();
+    let (header, mut pos) = read_header(&mut f)?;
+    let (mut frames, mut records, mut raw) = (0u64, 0u64, 0u64);
+    let mut hb = [0u8; FRAME_HEADER_LEN];
+    loop {
+        f.seek(SeekFrom::Start(pos))?;
+        let n = read_full(&mut f, &mut hb)?;
+        if n == 0 {
+            break;
+        }
+        if n < FRAME_HEADER_LEN {
+            // A header cut short: a torn tail if what is there is a prefix of a frame header.
+            if n >= 4 && &hb[..4] != super::format::FRAME_MAGIC {
+                return Err(ChunkFileError::Corrupt {
+                    reason: "bad frame magic".into(),
+                    offset: pos,
+                });
+            }
+            break;
+        }
+        let fh = match FrameHeader::parse(&hb) {
+            Ok(fh) => fh,
+            Err(e) => {
+                return Err(ChunkFileError::Corrupt {
+                    reason: e.to_string(),
+                    offset: pos,
+                })
+            }
+        };
+        let end = pos + FRAME_HEADER_LEN as u64 + fh.stored_len as u64;
+        if end > file_len {
+            break;
+        }
+        frames += 1;
+        records += fh.records as u64;
+        raw += fh.raw_len as u64;
+        pos = end;
+    }
+    Ok(Scanned {
+        header,
+        frames,
+        records,
+        raw,
+        valid_len: pos,
+        file_len,
+    })
+}
+
+/// A chunk read back for writing.
+#[derive(Debug)]
+pub struct ReadChunk {
+    pub header: Header,
+    /// The entries, uncompressed.
+    pub bytes: Vec<u8>,
+    pub records: u64,
+    pub frames: u64,
+    /// Offset of an incomplete last frame, if any (its bytes are not in `bytes`).
+    pub torn_at: Option<u64>,
+}
+
+/// Reads and verifies a whole chunk file: every frame's checksum, every gzip member's length.
+/// Memory: the uncompressed entries (plus one compressed frame with `compress gzip`).
+pub fn read_chunk(path: &Path) -> Result<ReadChunk, ChunkFileError> {
+    let mut f = BufReader::with_capacity(64 * 1024, File::open(path)?);
+    let file_len = f.get_ref().metadata()?.len();
+    let (header, mut pos) = read_header(&mut f)?;
+    let mut out: Vec<u8> = Vec::with_capacity(file_len.saturating_sub(pos) as usize);
+    let mut scratch = Vec::new();
+    let (mut frames, mut records) = (0u64, 0u64);
+    let mut hb = [0u8; FRAME_HEADER_LEN];
+    let mut torn_at = None;
+    loop {
+        let n = read_full(&mut f, &mut hb)?;
+        if n == 0 {
+            break;
+        }
+        let fh = match FrameHeader::parse(&hb[..n]) {
+            Ok(fh) => fh,
+            Err(FormatError::Incomplete)
+                if hb[..n.min(4)] == super::format::FRAME_MAGIC[..n.min(4)] =>
+            {
+                torn_at = Some(pos);
+                break;
+            }
+            Err(e) => {
+                return Err(ChunkFileError::Corrupt {
+                    reason: e.to_string(),
+                    offset: pos,
+                })
+            }
+        };
+        if pos + (FRAME_HEADER_LEN + fh.stored_len) as u64 > file_len {
+            torn_at = Some(pos);
+            break;
+        }
+        let payload: &[u8] = if header.gzip {
+            scratch.resize(fh.stored_len, 0);
+            f.read_exact(&mut scratch)?;
+            &scratch
+        } else {
+            let start = out.len();
+            out.resize(start + fh.stored_len, 0);
+            f.read_exact(&mut out[start..])?;
+            &out[start..]
+        };
+        if !fh.verify(&hb, payload) {
+            return Err(ChunkFileError::Corrupt {
+                reason: "frame checksum mismatch".into(),
+                offset: pos,
+            });
+        }
+        if header.gzip {
+            compress::gunzip_exact(&scratch, fh.raw_len, &mut out).map_err(|e| {
+                ChunkFileError::Corrupt {
+                    reason: e,
+                    offset: pos,
+                }
+            })?;
+        } else if fh.raw_len != fh.stored_len {
+            return Err(ChunkFileError::Corrupt {
+                reason: "raw length differs from stored length in an uncompressed chunk".into(),
+                offset: pos,
+            });
+        }
+        frames += 1;
+        records += fh.records as u64;
+        pos += (FRAME_HEADER_LEN + fh.stored_len) as u64;
+    }
+    Ok(ReadChunk {
+        header,
+        bytes: out,
+        records,
+        frames,
+        torn_at,
+    })
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// One buffer directory.
+#[derive(Debug)]
+pub struct FileStore {
+    pub dir: PathBuf,
+    _lock: File,
+}
+
+/// A file found in the directory at startup.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub path: PathBuf,
+    pub name: ChunkName,
+}
+
+impl FileStore {
+    /// Creates the directory if needed and takes its lock (one buffer per directory).
+    pub fn open(dir: &Path) -> io::Result<FileStore> {
+        std::fs::create_dir_all(dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .read(true)
+            .open(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "buffer path {} is in use by another buffer (another output or another process holds {})",
+                        dir.display(),
+                        lock_path.display()
+                    ),
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        Ok(FileStore {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// Chunk files in the directory, oldest (lowest sequence) first. Unknown files are left
+    /// alone.
+    pub fn list(&self) -> io::Result<Vec<Found>> {
+        list_chunks(&self.dir)
+    }
+
+    /// Creates a staged chunk file holding just the header.
+    pub fn create(&self, seq: u64, header: &Header) -> io::Result<StagedFile> {
+        let name = ChunkName {
+            seq,
+            id: header.id,
+            state: FileState::Staged,
+        };
+        let path = self.dir.join(name.render());
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        let h = header.encode();
+        file.write_all(&h)?;
+        Ok(StagedFile {
+            file: Arc::new(file),
+            path,
+            len: h.len() as u64,
+            dirty: true,
+        })
+    }
+
+    /// Appends whole frames. On failure the file is cut back to its last good length, so a
+    /// failed (unacknowledged) append leaves no partial frame behind when possible.
+    pub fn append(&self, sf: &mut StagedFile, bytes: &[u8]) -> io::Result<()> {
+        match (&*sf.file).write_all(bytes) {
+            Ok(()) => {
+                sf.len += bytes.len() as u64;
+                sf.dirty = true;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = sf.file.set_len(sf.len);
+                Err(e)
+            }
+        }
+    }
+
+    /// Seals a staged file: renames it to its queued name (the totals go into the name).
+    pub fn seal(
+        &self,
+        sf: &StagedFile,
+        seq: u64,
+        id: ChunkId,
+        records: u64,
+        raw: u64,
+    ) -> io::Result<PathBuf> {
+        let name = ChunkName {
+            seq,
+            id,
+            state: FileState::Queued {
+                records,
+                raw,
+                len: sf.len,
+            },
+        };
+        let to = self.dir.join(name.render());
+        std::fs::rename(&sf.path, &to)?;
+        Ok(to)
+    }
+
+    /// Renames a recovered file to its queued name.
+    pub fn seal_path(&self, from: &Path, name: &ChunkName) -> io::Result<PathBuf> {
+        let to = self.dir.join(name.render());
+        std::fs::rename(from, &to)?;
+        Ok(to)
+    }
+
+    /// Deletes a written chunk.
+    pub fn remove(&self, path: &Path) -> io::Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Moves a chunk file to `quarantine/<reason>/`.
+    pub fn quarantine(&self, path: &Path, reason: &str) -> io::Result<PathBuf> {
+        let qdir = self.dir.join(QUARANTINE_DIR).join(reason);
+        std::fs::create_dir_all(&qdir)?;
+        let name = path
+            .file_name()
+            .ok_or_else(|| io::Error::other("chunk path has no file name"))?;
+        let to = qdir.join(name);
+        std::fs::rename(path, &to)?;
+        let _ = sync_dir(&qdir);
+        let _ = sync_dir(&self.dir);
+        Ok(to)
+    }
+
+    /// Cuts a torn tail off a file, saving the cut bytes to
+    /// `quarantine/torn_tail/<name>.tail` first (they were never acknowledged, but an operator
+    /// may want to see them).
+    pub fn cut_tail(&self, path: &Path, valid_len: u64) -> io::Result<PathBuf> {
+        let qdir = self.dir.join(QUARANTINE_DIR).join("torn_tail");
+        std::fs::create_dir_all(&qdir)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let to = qdir.join(format!("{name}.tail"));
+        let mut f = OpenOptions::new().read(true).write(true).open(path)?;
+        f.seek(SeekFrom::Start(valid_len))?;
+        let mut tail = Vec::new();
+        f.read_to_end(&mut tail)?;
+        std::fs::write(&to, &tail)?;
+        f.set_len(valid_len)?;
+        f.sync_all()?;
+        Ok(to)
+    }
+
+    /// Makes created, renamed and removed names durable.
+    pub fn sync_dir(&self) -> io::Result<()> {
+        sync_dir(&self.dir)
+    }
+
+    /// Chunk files waiting in `incoming/`.
+    pub fn incoming(&self) -> io::Result<Vec<Found>> {
+        let d = self.dir.join(INCOMING_DIR);
+        if !d.is_dir() {
+            return Ok(Vec::new());
+        }
+        list_chunks(&d)
+    }
+}
+
+/// Chunk files in `dir`, lowest sequence first.
+pub fn list_chunks(dir: &Path) -> io::Result<Vec<Found>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if !e.file_type()?.is_file() {
+            continue;
+        }
+        let file_name = e.file_name();
+        let Some(name) = file_name.to_str().and_then(ChunkName::parse) else {
+            continue;
+        };
+        out.push(Found {
+            path: e.path(),
+            name,
+        });
+    }
+    out.sort_by_key(|f| f.name.seq);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let n = ChunkName {
+            seq: 42,
+            id: ChunkId([0xab; 16]),
+            state: FileState::Queued {
+                records: 10,
+                raw: 300,
+                len: 400,
+            },
+        };
+        let s = n.render();
+        assert_eq!(ChunkName::parse(&s), Some(n.clone()));
+        let st = ChunkName {
+            state: FileState::Staged,
+            ..n
+        };
+        assert_eq!(ChunkName::parse(&st.render()), Some(st));
+        assert_eq!(ChunkName::parse("junk.queued"), None);
+        assert_eq!(ChunkName::parse(".lock"), None);
+    }
+}
