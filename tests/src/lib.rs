@@ -265,6 +265,14 @@ impl Proc {
     /// process exits or never becomes ready (a restart on a port that is not free yet).
     pub fn try_start(role: Role, name: &str, dir: &Path, config: &str) -> Result<Proc, String> {
         let conf = dir.join(format!("{name}.conf"));
+        // Tests stop processes with SIGTERM; unless a test is about the accept period, don't
+        // make every stop wait for it.
+        let config = if config.contains("shutdown_accept_period") {
+            config.to_string()
+        } else {
+            format!("<system>\n  shutdown_accept_period 0s\n</system>\n{config}")
+        };
+        let config = config.as_str();
         std::fs::write(&conf, config)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", conf.display()));
         let ready = dir.join(format!("{name}.ready.json"));

@@ -203,6 +203,7 @@ pub fn main(role: Role) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         let (trigger, shutdown) = nagare_core::shutdown::channel();
+        let accept_period = pipeline.accept_period();
         let running = match pipeline.start(shutdown).await {
             Ok(r) => r,
             Err(e) => {
@@ -238,7 +239,18 @@ pub fn main(role: Role) -> ExitCode {
         );
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutdown requested: inputs accept for shutdown_accept_period, then stop; then outputs drain within shutdown_drain_timeout (a second signal exits at once)");
+            tracing::info!(
+                accept_period_ms = accept_period.as_millis() as u64,
+                "shutdown requested: inputs keep accepting for shutdown_accept_period, then stop; then outputs drain within shutdown_drain_timeout (a second signal exits at once)"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(accept_period) => {}
+                _ = wait_for_signal() => {
+                    tracing::warn!("second signal: exiting at once");
+                    std::process::exit(130);
+                }
+            }
+            tracing::info!("accept period over: stopping inputs");
             trigger.fire();
             wait_for_signal().await;
             tracing::warn!("second signal: exiting at once");

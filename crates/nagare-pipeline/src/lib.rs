@@ -336,10 +336,16 @@ impl Pipeline {
         &self.warnings
     }
 
-    /// Binds inputs, starts outputs and inputs. Inputs stop `shutdown_accept_period` after
+    /// `<system> shutdown_accept_period`: how long the binary keeps inputs accepting after
+    /// SIGTERM before it fires the `shutdown` given to [`Pipeline::start`].
+    pub fn accept_period(&self) -> Duration {
+        self.accept_period
+    }
+
+    /// Binds inputs, starts outputs and inputs. Inputs stop when `shutdown` fires (the
+    /// binary fires it `shutdown_accept_period` after SIGTERM);
     /// `shutdown` fires; outputs drain after all inputs stopped.
     pub async fn start(self, shutdown: Shutdown) -> std::io::Result<Running> {
-        let shutdown = delayed(shutdown, self.accept_period);
         let mut bound = Vec::new();
         let mut servers = Vec::new();
         for s in self.sources {
@@ -407,26 +413,6 @@ impl Pipeline {
             handle,
         })
     }
-}
-
-/// A signal that fires `period` after `shutdown` does: inputs keep accepting meanwhile.
-fn delayed(shutdown: Shutdown, period: Duration) -> Shutdown {
-    if period.is_zero() {
-        return shutdown;
-    }
-    let (trigger, delayed) = shutdown::channel();
-    let mut sd = shutdown;
-    tokio::spawn(async move {
-        sd.wait().await;
-        tracing::info!(
-            accept_period_ms = period.as_millis() as u64,
-            "shutdown requested: inputs keep accepting for the accept period"
-        );
-        tokio::time::sleep(period).await;
-        tracing::info!("accept period over: stopping inputs");
-        trigger.fire();
-    });
-    delayed
 }
 
 fn build_router(
