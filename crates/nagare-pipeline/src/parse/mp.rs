@@ -256,4 +256,15 @@ mod tests {
         assert_eq!(skip(&got, 0), Some(got.len()));
         assert_eq!(skip(&got[..got.len() - 1], 0), None);
     }
+
+    proptest::proptest! {
+        /// On any bytes: no panic, and the same end as the codec's scanner when it accepts.
+        #[test]
+        fn skip_agrees_with_the_codec_scanner(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let ours = skip(&b, 0);
+            if let Ok(end) = nagare_core::msgpack::skip_complete(&b, 0) {
+                proptest::prop_assert_eq!(ours, Some(end));
+            }
+        }
+    }
 }

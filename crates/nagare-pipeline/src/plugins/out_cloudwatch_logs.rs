@@ -47,7 +47,11 @@ pub fn build(
     .map_err(err)?;
     let stream = name_source(
         &mut p,
-        ("log_stream_name", "log_stream_name_key", "use_tag_as_stream"),
+        (
+            "log_stream_name",
+            "log_stream_name_key",
+            "use_tag_as_stream",
+        ),
         Some(&ctx.hostname),
     )
     .map_err(err)?;
@@ -110,10 +114,8 @@ pub fn build(
     cfg.include_time_key = p.bool("include_time_key", false)?;
     cfg.time_key = p.str_or("time_key", &cfg.time_key.clone())?;
     cfg.concurrency = p.int("concurrency", cfg.concurrency)?;
-    cfg.put_log_events_rate = match p.float("put_log_events_rate", 0.0)? {
-        r if r == 0.0 => None,
-        r => Some(r),
-    };
+    // 0 (the default) means no limit.
+    cfg.put_log_events_rate = Some(p.float("put_log_events_rate", 0.0)?).filter(|r| *r != 0.0);
     cfg.retry.retry_wait = p.duration("put_log_events_retry_wait", DEFAULT_RETRY_WAIT)?;
     let limit: u32 = p.int("put_log_events_retry_limit", DEFAULT_RETRY_LIMIT)?;
     cfg.retry.retry_limit = if p.bool("put_log_events_disable_retry_limit", false)? {
@@ -141,9 +143,7 @@ pub fn build(
             ));
         }
     }
-    let out = Arc::new(
-        CloudWatchLogs::new_lazy(cfg, dead_letter).map_err(|e| err(e.to_string()))?,
-    );
+    let out = Arc::new(CloudWatchLogs::new_lazy(cfg, dead_letter).map_err(|e| err(e.to_string()))?);
     plan.start(out, &id, ctx, tasks)
         .map(|b| b as Arc<dyn OutputPlugin>)
 }
@@ -303,7 +303,10 @@ mod tests {
             ("max_events_per_batch 10001", "max_events_per_batch"),
             ("max_event_size 2m", "max_event_size"),
             ("oversize_action cut", "oversize_action"),
-            ("use_tag_as_stream true\n  <buffer service>\n  </buffer>", "chunk keys"),
+            (
+                "use_tag_as_stream true\n  <buffer service>\n  </buffer>",
+                "chunk keys",
+            ),
             ("bogus 1", "bogus"),
         ] {
             let e = build_conf(&base(extra)).unwrap_err().to_string();
@@ -325,7 +328,11 @@ mod tests {
         let mut p = root.children[0].params();
         let s = name_source(
             &mut p,
-            ("log_stream_name", "log_stream_name_key", "use_tag_as_stream"),
+            (
+                "log_stream_name",
+                "log_stream_name_key",
+                "use_tag_as_stream",
+            ),
             Some("agg-7"),
         )
         .unwrap();
@@ -334,8 +341,10 @@ mod tests {
     }
 }
 
-/// The moto helper shared with nagare-aws's tests.
+/// The moto helper shared with nagare-aws's tests (out_s3's tests load it too; each copy
+/// starts its own server only when a test of that plugin needs one).
 #[cfg(test)]
+#[allow(clippy::duplicate_mod)]
 #[path = "../../../nagare-aws/tests/common/moto.rs"]
 mod test_moto;
 
@@ -386,10 +395,13 @@ mod moto_e2e {
 
     /// (tag, record) per corpus line, as the forwarder hands them on; times shifted to now.
     fn corpus() -> Option<Vec<(String, EventTime, Record)>> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/sample.jsonl");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/sample.jsonl");
         let text = std::fs::read_to_string(path).ok()?;
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         let last = lines.iter().map(|l| l["time"].as_u64().unwrap()).max()?;
         let now = EventTime::now().secs() as u64;
         Some(
@@ -456,8 +468,8 @@ mod moto_e2e {
         let mut running = Vec::new();
         for h in &hosts {
             let opts = nagare_config::ParseOptions::fixed([("MOTO", m.endpoint.as_str())], h);
-            let root = nagare_config::parse_str_with(CONF, Path::new("aggregator.conf"), &opts)
-                .unwrap();
+            let root =
+                nagare_config::parse_str_with(CONF, Path::new("aggregator.conf"), &opts).unwrap();
             let ctx = crate::BuildCtx {
                 hostname: h.clone(),
                 ..Default::default()
@@ -468,11 +480,22 @@ mod moto_e2e {
         // The NLB spreads connections: alternate lines between the two aggregators.
         let mut conns = Vec::new();
         for r in &running {
-            conns.push(tokio::net::TcpStream::connect(r.inputs[0].addr).await.unwrap());
+            conns.push(
+                tokio::net::TcpStream::connect(r.inputs[0].addr)
+                    .await
+                    .unwrap(),
+            );
         }
         for (i, (tag, t, rec)) in lines.iter().enumerate() {
             let mut buf = BytesMut::new();
-            nagare_forward::codec::encode::write_message(&mut buf, tag.as_bytes(), *t, rec, None, false);
+            nagare_forward::codec::encode::write_message(
+                &mut buf,
+                tag.as_bytes(),
+                *t,
+                rec,
+                None,
+                false,
+            );
             conns[i % 2].write_all(&buf).await.unwrap();
         }
         for c in &mut conns {
@@ -519,9 +542,19 @@ mod moto_e2e {
             r.wait().await;
         }
         for (svc, n) in &want {
-            let per: Vec<usize> = hosts.iter().map(|h| got[&(svc.clone(), h.clone())]).collect();
-            assert!(per.iter().all(|x| *x > 0), "{svc}: both streams written: {per:?}");
-            assert_eq!(per.iter().sum::<usize>(), *n, "{svc}: every error line, once");
+            let per: Vec<usize> = hosts
+                .iter()
+                .map(|h| got[&(svc.clone(), h.clone())])
+                .collect();
+            assert!(
+                per.iter().all(|x| *x > 0),
+                "{svc}: both streams written: {per:?}"
+            );
+            assert_eq!(
+                per.iter().sum::<usize>(),
+                *n,
+                "{svc}: every error line, once"
+            );
         }
     }
 }
