@@ -1209,10 +1209,14 @@ fn corpus_run(test: &str, mode: Mode) {
         // What the driver did send must be sound: right tags, files and fields. A line
         // whose last pieces never came is flushed by concat as it is, so it can be no corpus
         // line: counted, not failed.
+        // When dockerd crashed while starting a container, that container may have run and
+        // logged without the test learning its id: its lines are not ours to judge.
+        let crashed = outcome.contains("crashed");
         let bad: Vec<&String> = t
             .problems
             .iter()
             .filter(|p| !p.starts_with("missing from") && !p.starts_with("not a line of"))
+            .filter(|p| !(crashed && p.starts_with("a line from an unknown container")))
             .collect();
         assert!(bad.is_empty(), "{test}: {bad:#?}");
         return;

@@ -115,6 +115,14 @@ async fn a_failing_route_never_delays_or_drops_the_other() {
         dropped > 0,
         "the failing route overflowed under its own policy"
     );
+    // The receiver counts a chunk when it arrives; the output counts it once the ack came
+    // back and the chunk was purged: wait for that bookkeeping.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while c("nagare_output_records_written_total", "iso_good") < N
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(c("nagare_output_records_written_total", "iso_good"), N);
     trigger.fire();
     running.wait().await;
