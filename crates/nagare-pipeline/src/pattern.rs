@@ -180,6 +180,20 @@ fn m(toks: &[Tok], s: &[u8]) -> bool {
     }
 }
 
+/// Fast paths for the shapes nearly every config uses (`**`, `a.b.**`, literals); the
+/// backtracking matcher for the rest.
+#[inline]
+fn glob_matches(toks: &[Tok], tag: &[u8]) -> bool {
+    match toks {
+        [Tok::Any] => true,
+        [Tok::Lit(l)] => tag == &l[..],
+        [Tok::Lit(l), Tok::DotAny] => {
+            tag.starts_with(l) && (tag.len() == l.len() || tag[l.len()] == b'.')
+        }
+        _ => m(toks, tag),
+    }
+}
+
 impl Pattern {
     /// Compiles a directive argument (space-separated patterns).
     pub fn new(arg: &str) -> Result<Pattern, PatternError> {
@@ -208,7 +222,7 @@ impl Pattern {
     pub fn matches(&self, tag: &[u8]) -> bool {
         self.alts.iter().any(|a| match a {
             One::Regex(r) => r.is_match(tag),
-            One::Glob(gs) => gs.iter().any(|g| m(g, tag)),
+            One::Glob(gs) => gs.iter().any(|g| glob_matches(g, tag)),
         })
     }
 

@@ -78,7 +78,7 @@ pub struct InForwardConfig {
     pub dedupe_resends: bool,
     /// `dedupe_window`: how long committed (chunk, digest) pairs are remembered.
     pub dedupe_window: Duration,
-    /// `dedupe_max_entries`: how many pairs are remembered at most (about 80 bytes each).
+    /// `dedupe_max_entries`: how many pairs are remembered at most (about 48 bytes each).
     pub dedupe_max_entries: usize,
 }
 

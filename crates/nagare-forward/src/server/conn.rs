@@ -478,6 +478,9 @@ async fn reverse_lookup(ip: IpAddr) -> Option<String> {
 }
 
 fn add_source_fields(ctx: &Ctx, peer: &Peer, events: &mut [Event]) {
+    if ctx.cfg.source_address_key.is_none() && ctx.cfg.source_hostname_key.is_none() {
+        return;
+    }
     let ip = peer.ip.map(|i| i.to_string()).unwrap_or_default();
     if let Some(key) = &ctx.cfg.source_address_key {
         for e in events.iter_mut() {

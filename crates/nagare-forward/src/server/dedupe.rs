@@ -12,7 +12,12 @@
 //! copy waits for its outcome: acked and skipped if the first commits, new work if it fails
 //! (or its connection drops mid-emit, which drops the claim).
 //!
-//! Bounds: at most `max_entries` pairs, each for at most `window`; the oldest go first.
+//! Bounds: pairs live in two generations; the current one takes inserts and becomes the
+//! previous one when it holds `max_entries / 2` pairs or is `window / 2` old, and the previous
+//! one is then dropped whole. So a pair is remembered for between half the window and the
+//! window (and between `max_entries / 2` and `max_entries` later inserts), never more than
+//! `max_entries` pairs are held, and an insert costs one hash-set insert (no per-entry
+//! eviction, no clock read per entry).
 //! Each entry costs a fixed amount ([`ENTRY_BYTES`]): only the 128-bit digest of the whole
 //! message is kept (the message contains the `chunk` option, so equal digests mean the same id
 //! and the same payload; a collision has probability about 2^-128). Memory is at most
@@ -20,7 +25,7 @@
 //! (the driver reconnects before resending). It lives in memory: a restart forgets it (see
 //! docs/docker-driver.md).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -29,9 +34,9 @@ use tokio::sync::Notify;
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(600);
 /// Default `dedupe_max_entries`.
 pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
-/// Upper bound of one entry's memory (digest and time in the map and in the eviction queue,
-/// hash-map overhead included), used for the documented bound.
-pub const ENTRY_BYTES: usize = 80;
+/// Upper bound of one entry's memory (a 16-byte digest in a hash set, overhead and spare
+/// capacity included), used for the documented bound.
+pub const ENTRY_BYTES: usize = 48;
 
 /// The 128-bit xxh3 digest of a whole message (which includes its `chunk` option).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -48,10 +53,10 @@ impl Key {
     }
 }
 
-#[derive(Default)]
 struct State {
-    seen: HashMap<Key, Instant>,
-    order: VecDeque<(Key, Instant)>,
+    current: HashSet<Key>,
+    previous: HashSet<Key>,
+    current_since: Instant,
     /// Messages being committed right now, by the connection holding the claim.
     pending: HashMap<Key, Arc<Notify>>,
 }
@@ -106,7 +111,12 @@ impl Dedupe {
         Dedupe {
             window,
             max_entries: max_entries.max(1),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                current: HashSet::new(),
+                previous: HashSet::new(),
+                current_since: Instant::now(),
+                pending: HashMap::new(),
+            }),
         }
     }
 
@@ -114,27 +124,33 @@ impl Dedupe {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn expire(&self, st: &mut State, now: Instant) {
-        while let Some((k, t)) = st.order.front().copied() {
-            if now.duration_since(t) < self.window && st.order.len() <= self.max_entries {
-                break;
+    /// Rotates generations when the current one is full or old; drops both when the previous
+    /// one is older than the window.
+    fn rotate(&self, st: &mut State, now: Instant) {
+        let age = now.duration_since(st.current_since);
+        if age >= self.window {
+            st.previous.clear();
+            st.current.clear();
+            st.current_since = now;
+        } else if st.current.len() >= (self.max_entries / 2).max(1) || age >= self.window / 2 {
+            if self.max_entries < 2 {
+                // Room for one pair only: no previous generation.
+                st.current.clear();
+            } else {
+                st.previous = std::mem::take(&mut st.current);
             }
-            st.order.pop_front();
-            if st.seen.get(&k) == Some(&t) {
-                st.seen.remove(&k);
-            }
+            st.current_since = now;
         }
     }
 
+    fn seen(st: &State, key: &Key) -> bool {
+        st.current.contains(key) || st.previous.contains(key)
+    }
+
     fn try_inner(self: &Arc<Self>, key: Key) -> Result<Check, Arc<Notify>> {
-        let now = Instant::now();
         let mut st = self.lock();
-        self.expire(&mut st, now);
-        if st
-            .seen
-            .get(&key)
-            .is_some_and(|t| now.duration_since(*t) < self.window)
-        {
+        self.rotate(&mut st, Instant::now());
+        if Self::seen(&st, &key) {
             return Ok(Check::Duplicate);
         }
         match st.pending.get(&key) {
@@ -171,12 +187,10 @@ impl Dedupe {
     }
 
     fn finish(&self, key: Key, committed: bool) {
-        let now = Instant::now();
         let mut st = self.lock();
         if committed {
-            st.seen.insert(key, now);
-            st.order.push_back((key, now));
-            self.expire(&mut st, now);
+            self.rotate(&mut st, Instant::now());
+            st.current.insert(key);
         }
         if let Some(n) = st.pending.remove(&key) {
             n.notify_waiters();
@@ -190,31 +204,24 @@ impl Dedupe {
 
     /// Whether `key` was committed within the window.
     pub fn contains(&self, key: &Key) -> bool {
-        let now = Instant::now();
         let mut st = self.lock();
-        self.expire(&mut st, now);
-        st.seen
-            .get(key)
-            .is_some_and(|t| now.duration_since(*t) < self.window)
+        self.rotate(&mut st, Instant::now());
+        Self::seen(&st, key)
     }
 
     /// Remembers committed keys.
     pub fn insert_all(&self, keys: &[Key]) {
-        if keys.is_empty() {
-            return;
-        }
-        let now = Instant::now();
         let mut st = self.lock();
         for k in keys {
-            st.seen.insert(*k, now);
-            st.order.push_back((*k, now));
+            self.rotate(&mut st, Instant::now());
+            st.current.insert(*k);
         }
-        self.expire(&mut st, now);
     }
 
     /// Entries held now.
     pub fn len(&self) -> usize {
-        self.lock().seen.len()
+        let st = self.lock();
+        st.current.len() + st.previous.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -238,17 +245,19 @@ mod tests {
 
     #[test]
     fn count_bound_evicts_the_oldest() {
-        let d = Dedupe::new(Duration::from_secs(60), 3);
-        let keys: Vec<Key> = (0..5)
+        // Two generations of max_entries / 2 = 2: never more than 4 held, the newest 2 always.
+        let d = Dedupe::new(Duration::from_secs(60), 4);
+        let keys: Vec<Key> = (0..7)
             .map(|i| Key::new(format!("{i}").as_bytes(), b"p"))
             .collect();
         for k in &keys {
             d.insert_all(&[*k]);
+            assert!(d.len() <= 4);
         }
-        assert_eq!(d.len(), 3);
         assert!(!d.contains(&keys[0]));
         assert!(!d.contains(&keys[1]));
-        assert!(d.contains(&keys[4]));
+        assert!(d.contains(&keys[5]));
+        assert!(d.contains(&keys[6]));
     }
 
     #[test]
@@ -302,6 +311,6 @@ mod tests {
             d.insert_all(&[Key::new(&i.to_be_bytes(), b"payload")]);
         }
         assert_eq!(d.len(), 1000);
-        assert!(d.lock().order.len() <= 1000);
+        assert!(d.len() <= 1000);
     }
 }
