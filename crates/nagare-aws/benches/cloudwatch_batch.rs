@@ -25,14 +25,33 @@ const SERVICES: [&str; 3] = ["condor", "falcon", "heron"];
 
 fn record(i: usize, service: &str) -> Record {
     Record::from_pairs(&[
-        ("container_id", "8f219e9cb0eb53f16947ccf25ec84d8dbc74254770f58904dba41ecccc3fc162"),
+        (
+            "container_id",
+            "8f219e9cb0eb53f16947ccf25ec84d8dbc74254770f58904dba41ecccc3fc162",
+        ),
         ("container_name", "/ecs-condor-app-2-6e53a130"),
         ("source", "stderr"),
-        ("level", if i % 10 == 0 { "fatal" } else { "error" }),
+        (
+            "level",
+            match i % 10 {
+                0 => "fatal",
+                _ => "error",
+            },
+        ),
         ("ts", "2023-11-15T07:13:20.903+0900"),
         ("service", service),
-        ("msg", "failed to process request: upstream connect error or disconnect/reset before headers"),
-        ("error", &format!("dial tcp 10.0.{}.{}:8080: connect: connection refused (request {i})", i % 250, i % 200)),
+        (
+            "msg",
+            "failed to process request: upstream connect error or disconnect/reset before headers",
+        ),
+        (
+            "error",
+            &format!(
+                "dial tcp 10.0.{}.{}:8080: connect: connection refused (request {i})",
+                i % 250,
+                i % 200
+            ),
+        ),
         ("caller", "handler/orders.go:214"),
     ])
 }
@@ -64,7 +83,9 @@ fn cfg(id: &str) -> CloudWatchLogsConfig {
 }
 
 fn plan(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let _g = rt.enter();
     let out = CloudWatchLogs::new_lazy(cfg("bench-plan"), None).unwrap();
     let mut g = c.benchmark_group("cloudwatch_plan");
@@ -91,7 +112,13 @@ fn plan(c: &mut Criterion) {
         b.iter(|| {
             let mut bt = Batcher::new(Limits::default());
             for (i, m) in msgs.iter().enumerate() {
-                bt.push(SERVICES[i % 3], "agg", ((i * 7919) % 5000) as i64, m.clone(), i as u32);
+                bt.push(
+                    SERVICES[i % 3],
+                    "agg",
+                    ((i * 7919) % 5000) as i64,
+                    m.clone(),
+                    i as u32,
+                );
             }
             bt.finish().batches.len()
         })
@@ -125,18 +152,21 @@ fn into_moto(c: &mut Criterion) {
             Arc::new(CloudWatchLogs::new_lazy(conf, None).unwrap())
         };
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_function(BenchmarkId::new(format!("concurrency{concurrency}"), n), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let ch = chunk(n, EventTime::now().secs() - 120);
-                    let start = Instant::now();
-                    rt.block_on(out.write(&ch)).unwrap();
-                    total += start.elapsed();
-                }
-                total
-            })
-        });
+        g.bench_function(
+            BenchmarkId::new(format!("concurrency{concurrency}"), n),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let ch = chunk(n, EventTime::now().secs() - 120);
+                        let start = Instant::now();
+                        rt.block_on(out.write(&ch)).unwrap();
+                        total += start.elapsed();
+                    }
+                    total
+                })
+            },
+        );
     }
     g.finish();
 }

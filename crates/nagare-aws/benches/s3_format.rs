@@ -1,5 +1,6 @@
-//! out_s3 encoding cost: chunk entries (msgpack `[time, record]`, the corpus records cycled)
-//! -> JSON lines -> gzip / zstd, one core. Throughput is in **input** bytes: the msgpack
+//! out_s3 encoding cost: chunk entries (msgpack `[time, record]`, the corpus records cycled,
+//! `parsed` as the example forwarder delivers them and `docker` as Docker sends them) -> JSON
+//! lines -> gzip / zstd, one core. Throughput is in **input** bytes: the msgpack
 //! entries the buffer hands the output (the JSON text is about 1.2x larger).
 //!
 //! Then, unless `NAGARE_BENCH_NO_MOTO` is set or moto is missing: whole-output events/s into
@@ -22,23 +23,89 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Records of the corpus (Docker's string maps), as the buffer stores them.
-fn corpus_records() -> Vec<Record> {
+/// The corpus lines: Docker's records (string maps, `log` a string), partials rejoined.
+fn corpus_lines() -> Vec<Vec<(String, String)>> {
     let path = moto::workspace_root().join("../shared/corpus/sample.jsonl");
     let text = std::fs::read_to_string(&path).expect("../shared/corpus/sample.jsonl");
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let pairs: Vec<(String, String)> = v["record"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, x)| (k.clone(), x.as_str().unwrap_or("").to_string()))
-                .collect();
-            Record::from_pairs(&pairs)
-        })
-        .collect()
+    let mut out: Vec<Vec<(String, String)>> = Vec::new();
+    let mut open = std::collections::HashMap::new();
+    for l in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let rec: Vec<(String, String)> = v["record"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, x)| (k.clone(), x.as_str().unwrap_or("").to_string()))
+            .collect();
+        let get = |k: &str| rec.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        if get("partial_message").as_deref() == Some("true") {
+            let pid = get("partial_id").unwrap_or_default();
+            match open.get(&pid) {
+                Some(&i) => {
+                    let line: &mut Vec<(String, String)> = &mut out[i];
+                    if let Some(l) = line.iter_mut().find(|(k, _)| k == "log") {
+                        l.1.push_str(&get("log").unwrap_or_default());
+                    }
+                }
+                None => {
+                    out.push(rec.iter().filter(|(k, _)| !k.starts_with("partial_")).cloned().collect());
+                    open.insert(pid.clone(), out.len() - 1);
+                }
+            }
+            if get("partial_last").as_deref() == Some("true") {
+                open.remove(&pid);
+            }
+        } else {
+            out.push(rec);
+        }
+    }
+    out
+}
+
+fn to_rmpv(v: &serde_json::Value) -> rmpv::Value {
+    match v {
+        serde_json::Value::Null => rmpv::Value::Nil,
+        serde_json::Value::Bool(b) => (*b).into(),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => i.into(),
+            (_, Some(u)) => u.into(),
+            _ => n.as_f64().unwrap_or(0.0).into(),
+        },
+        serde_json::Value::String(s) => s.as_str().into(),
+        serde_json::Value::Array(a) => rmpv::Value::Array(a.iter().map(to_rmpv).collect()),
+        serde_json::Value::Object(m) => rmpv::Value::Map(
+            m.iter().map(|(k, v)| (k.as_str().into(), to_rmpv(v))).collect(),
+        ),
+    }
+}
+
+/// The records out_s3 receives: `docker` = Docker's records as they arrive (the JSON log line
+/// is a string, every quote escaped in the output); `parsed` = as `examples/forwarder-s3.conf`
+/// hands them over (partials rejoined, the JSON in `log` parsed into the record by
+/// filter_parser, health checks dropped).
+fn corpus_records(kind: &str) -> Vec<Record> {
+    let lines = corpus_lines();
+    match kind {
+        "docker" => lines.iter().map(|l| Record::from_pairs(l)).collect(),
+        _ => lines
+            .iter()
+            .filter_map(|l| {
+                let mut m: serde_json::Map<String, serde_json::Value> = l
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect();
+                let log = m["log"].as_str().unwrap_or("").to_string();
+                if let Ok(serde_json::Value::Object(parsed)) = serde_json::from_str(&log) {
+                    let msg = parsed.get("msg").and_then(|x| x.as_str()).unwrap_or("");
+                    if msg.contains("healthcheck.Check") || msg.contains("grpc.health") {
+                        return None;
+                    }
+                    m.extend(parsed);
+                }
+                Record::from_value(&to_rmpv(&serde_json::Value::Object(m)))
+            })
+            .collect(),
+    }
 }
 
 /// About `target` bytes of packed entries, the corpus cycled.
@@ -67,21 +134,27 @@ fn formatter(store_as: StoreAs, level: i32) -> Formatter {
 }
 
 fn bench_format(c: &mut Criterion) {
-    let records = corpus_records();
+    for kind in ["parsed", "docker"] {
+        bench_format_kind(c, kind);
+    }
+}
+
+fn bench_format_kind(c: &mut Criterion, kind: &str) {
+    let records = corpus_records(kind);
     let (input, n) = entries(&records, 8 << 20);
     let mut json = Vec::new();
     formatter(StoreAs::Json, 0)
         .encode(&input, "t", &mut Scratch::default(), &mut json)
         .unwrap();
     eprintln!(
-        "input: {} records, {} msgpack bytes ({:.0} per record) -> {} JSON bytes ({:.0} per line)",
+        "{kind} input: {} records, {} msgpack bytes ({:.0} per record) -> {} JSON bytes ({:.0} per line)",
         n,
         input.len(),
         input.len() as f64 / n as f64,
         json.len(),
         json.len() as f64 / n as f64
     );
-    let mut g = c.benchmark_group("s3_format");
+    let mut g = c.benchmark_group(format!("s3_format_{kind}"));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(8));
     g.throughput(Throughput::Bytes(input.len() as u64));
@@ -102,7 +175,7 @@ fn bench_format(c: &mut Criterion) {
         });
         if store_as == StoreAs::Gzip {
             eprintln!(
-                "{name}: ratio {:.1} (JSON bytes / gzip bytes)",
+                "{kind} {name}: ratio {:.1} (JSON bytes / gzip bytes)",
                 json.len() as f64 / out.len() as f64
             );
         }
@@ -132,13 +205,13 @@ fn bench_moto() {
         eprintln!("moto: skipped (not installed)");
         return;
     };
+    let records = corpus_records("parsed");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let records = corpus_records();
         let bucket = moto::unique("bench").to_lowercase();
         let mut c = S3Config::new("bench", &bucket);
         c.endpoint = Endpoint::Url(m.endpoint.clone());
@@ -190,7 +263,60 @@ fn bench_moto() {
     });
 }
 
+/// `NAGARE_S3_FIXED=<variant>:<iterations>[:parsed|docker]`: encode a fixed number of times and exit (for
+/// `perf stat -e cycles:u`, which stays meaningful on a loaded machine where wall time does
+/// not). Variants: json, gzip1, gzip6, zstd3, zlib1, zlib6.
+fn fixed_run(spec: &str) {
+    let mut parts = spec.split(':');
+    let name = parts.next().unwrap_or("json");
+    let iters: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(20);
+    let kind = parts.next().unwrap_or("parsed");
+    let records = corpus_records(kind);
+    let (input, _) = entries(&records, 8 << 20);
+    let mut json = Vec::new();
+    formatter(StoreAs::Json, 0)
+        .encode(&input, "t", &mut Scratch::default(), &mut json)
+        .unwrap();
+    let mut scratch = Scratch::default();
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    let mut bytes = 0usize;
+    for _ in 0..iters {
+        match name {
+            "zlib1" | "zlib6" => {
+                out.clear();
+                let level = if name == "zlib1" { 1 } else { 6 };
+                let mut e = flate2::write::GzEncoder::new(&mut out, flate2::Compression::new(level));
+                e.write_all(&json).unwrap();
+                e.finish().unwrap();
+                bytes += json.len();
+            }
+            _ => {
+                let f = match name {
+                    "json" => formatter(StoreAs::Json, 0),
+                    "gzip1" => formatter(StoreAs::Gzip, 1),
+                    "gzip6" => formatter(StoreAs::Gzip, 6),
+                    "zstd3" => formatter(StoreAs::Zstd, 3),
+                    other => panic!("unknown variant {other}"),
+                };
+                f.encode(&input, "t", &mut scratch, &mut out).unwrap();
+                bytes += input.len();
+            }
+        }
+        black_box(out.len());
+    }
+    eprintln!(
+        "{name}: {iters} x {} bytes in {:.3} s wall",
+        bytes / iters,
+        t0.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("NAGARE_S3_FIXED") {
+        fixed_run(&spec);
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     bench_format(&mut c);
     c.final_summary();

@@ -35,7 +35,10 @@ fn corpus() -> Option<Corpus> {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("CI=true but the corpus {} is missing", path.display());
         }
-        eprintln!("SKIPPED: corpus {} not found (set NAGARE_CORPUS)", path.display());
+        eprintln!(
+            "SKIPPED: corpus {} not found (set NAGARE_CORPUS)",
+            path.display()
+        );
         return None;
     };
     let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
@@ -47,7 +50,11 @@ fn corpus() -> Option<Corpus> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let last = lines.iter().map(|l| l["time"].as_u64().unwrap()).max().unwrap();
+    let last = lines
+        .iter()
+        .map(|l| l["time"].as_u64().unwrap())
+        .max()
+        .unwrap();
     let now = EventTime::now().secs() as u64;
     let mut errors = Vec::new();
     for l in &lines {
@@ -60,12 +67,16 @@ fn corpus() -> Option<Corpus> {
         else {
             continue;
         };
-        let level = parsed.get(b"level").and_then(Value::as_bytes).unwrap_or(b"");
+        let level = parsed
+            .get(b"level")
+            .and_then(Value::as_bytes)
+            .unwrap_or(b"");
         if level != b"error" && level != b"fatal" {
             continue;
         }
-        let service = String::from_utf8(parsed.get(b"service").unwrap().as_bytes().unwrap().to_vec())
-            .unwrap();
+        let service =
+            String::from_utf8(parsed.get(b"service").unwrap().as_bytes().unwrap().to_vec())
+                .unwrap();
         let mut m = Map::new();
         for k in ["container_id", "container_name", "source"] {
             m.insert(k.as_bytes().to_vec(), Value::str(r[k].as_str().unwrap()));
@@ -103,7 +114,10 @@ fn sorted(mut v: Vec<serde_json::Value>) -> Vec<String> {
 async fn corpus_errors_one_group_per_service_one_stream_per_aggregator() {
     let Some(m) = moto() else { return };
     let Some(c) = corpus() else { return };
-    assert_eq!(c.errors.len() as u64, c.manifest["kinds"]["error"].as_u64().unwrap());
+    assert_eq!(
+        c.errors.len() as u64,
+        c.manifest["kinds"]["error"].as_u64().unwrap()
+    );
     assert_eq!(c.errors.len(), 99);
     let want = expected(&c);
     let client_ = client(&m.endpoint, &Recorder::default()).await;
@@ -129,7 +143,8 @@ async fn corpus_errors_one_group_per_service_one_stream_per_aggregator() {
         assert_eq!(sorted(got.clone()), sorted(msgs.clone()), "group {svc}");
         assert!(got
             .iter()
-            .all(|v| v["service"] == svc.as_str() && (v["level"] == "error" || v["level"] == "fatal")));
+            .all(|v| v["service"] == svc.as_str()
+                && (v["level"] == "error" || v["level"] == "fatal")));
         assert!(streams(&client_, svc).await.contains(&host));
         total += got.len();
     }
@@ -164,7 +179,10 @@ async fn corpus_errors_one_group_per_service_one_stream_per_aggregator() {
     let mut total = 0;
     for (svc, msgs) in &want {
         let names = streams(&client_, svc).await;
-        assert!(names.contains(&ha) && names.contains(&hb), "{svc}: {names:?}");
+        assert!(
+            names.contains(&ha) && names.contains(&hb),
+            "{svc}: {names:?}"
+        );
         let mut got = Vec::new();
         for h in [&ha, &hb] {
             let part: Vec<serde_json::Value> = stored(&client_, svc, h)
@@ -180,5 +198,8 @@ async fn corpus_errors_one_group_per_service_one_stream_per_aggregator() {
     }
     assert_eq!(total, 99);
     assert_eq!(a.stats().events.get() + b.stats().events.get(), 99);
-    assert_eq!(a.stats().request_errors.total() + b.stats().request_errors.total(), 0);
+    assert_eq!(
+        a.stats().request_errors.total() + b.stats().request_errors.total(),
+        0
+    );
 }

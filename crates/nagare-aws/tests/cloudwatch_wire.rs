@@ -109,7 +109,12 @@ async fn rejected_events_are_counted_exactly_by_reason() {
         r#"{"nextSequenceToken":"1","rejectedLogEventsInfo":{"tooOldLogEventEndIndex":3,"expiredLogEventEndIndex":4,"tooNewLogEventStartIndex":8}}"#.into(),
     ));
     let ep = serve(script.clone()).await;
-    let out = output(config("cw-wire-rejected", &ep, "agg"), &Recorder::default(), None).await;
+    let out = output(
+        config("cw-wire-rejected", &ep, "agg"),
+        &Recorder::default(),
+        None,
+    )
+    .await;
     out.write(&chunk("t", &events(10))).await.unwrap();
     let s = out.stats();
     assert_eq!(s.rejected.get("too_old").get(), 3);
@@ -140,7 +145,10 @@ async fn the_unmodelled_throttling_exception_is_retried() {
     // Two retries allowed in the write: the third failure hands the chunk back to the buffer.
     let ch = chunk("t", &events(3));
     let r = out.write(&ch).await;
-    assert!(matches!(r, Err(nagare_core::WriteError::Retryable(_))), "{r:?}");
+    assert!(
+        matches!(r, Err(nagare_core::WriteError::Retryable(_))),
+        "{r:?}"
+    );
     out.write(&ch).await.unwrap();
     let s = out.stats();
     assert_eq!(s.request_errors.get("throttled").get(), 2);
@@ -156,15 +164,22 @@ async fn legacy_sequence_token_answers_are_followed() {
         let mut s = script.lock().unwrap();
         // First put: the endpoint wants a token.
         s.answers.push_back((400, r#"{"__type":"InvalidSequenceTokenException","message":"The given sequenceToken is invalid. The next expected sequenceToken is: 4955","expectedSequenceToken":"4955"}"#.into()));
-        s.answers.push_back((200, r#"{"nextSequenceToken":"4956"}"#.into()));
+        s.answers
+            .push_back((200, r#"{"nextSequenceToken":"4956"}"#.into()));
         // Second chunk: its first attempt was stored but the answer was lost; the endpoint
         // says so on the resend.
         s.answers.push_back((400, r#"{"__type":"DataAlreadyAcceptedException","message":"already","expectedSequenceToken":"4957"}"#.into()));
         // Third chunk goes through with the token from that answer.
-        s.answers.push_back((200, r#"{"nextSequenceToken":"4958"}"#.into()));
+        s.answers
+            .push_back((200, r#"{"nextSequenceToken":"4958"}"#.into()));
     }
     let ep = serve(script.clone()).await;
-    let out = output(config("cw-wire-legacy", &ep, "agg"), &Recorder::default(), None).await;
+    let out = output(
+        config("cw-wire-legacy", &ep, "agg"),
+        &Recorder::default(),
+        None,
+    )
+    .await;
     out.write(&chunk("t", &events(2))).await.unwrap();
     out.write(&chunk("t", &events(2))).await.unwrap();
     out.write(&chunk("t", &events(2))).await.unwrap();
@@ -174,7 +189,12 @@ async fn legacy_sequence_token_answers_are_followed() {
         .collect();
     assert_eq!(
         tokens,
-        vec![None, Some("4955".into()), Some("4956".into()), Some("4957".into())]
+        vec![
+            None,
+            Some("4955".into()),
+            Some("4956".into()),
+            Some("4957".into())
+        ]
     );
     let s = out.stats();
     assert_eq!(s.service.legacy.get("invalid_sequence_token").get(), 1);
@@ -190,7 +210,52 @@ async fn bad_credentials_are_unrecoverable() {
         r#"{"__type":"UnrecognizedClientException","message":"The security token included in the request is invalid."}"#.into(),
     ));
     let ep = serve(script.clone()).await;
-    let out = output(config("cw-wire-auth", &ep, "agg"), &Recorder::default(), None).await;
+    let out = output(
+        config("cw-wire-auth", &ep, "agg"),
+        &Recorder::default(),
+        None,
+    )
+    .await;
     let r = out.write(&chunk("t", &events(1))).await;
-    assert!(matches!(r, Err(nagare_core::WriteError::Unrecoverable(_))), "{r:?}");
+    assert!(
+        matches!(r, Err(nagare_core::WriteError::Unrecoverable(_))),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn after_a_partial_success_only_the_failed_requests_are_sent_again() {
+    let script = Arc::new(Mutex::new(Script::default()));
+    {
+        let mut s = script.lock().unwrap();
+        s.answers.push_back((200, "{}".into()));
+        s.answers.push_back((
+            400,
+            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.into(),
+        ));
+    }
+    let ep = serve(script.clone()).await;
+    let mut cfg = config("cw-wire-partial", &ep, "agg");
+    cfg.retry.retry_limit = Some(0);
+    let out = output(cfg, &Recorder::default(), None).await;
+    let t = now().secs();
+    let evs: Vec<(EventTime, Record)> = ["a", "b", "c"]
+        .iter()
+        .map(|g| {
+            (
+                EventTime::from_secs(t),
+                Record::from_pairs(&[("service", *g)]),
+            )
+        })
+        .collect();
+    let ch = chunk("t", &evs);
+    assert!(out.write(&ch).await.is_err());
+    out.write(&ch).await.unwrap();
+    let groups: Vec<String> = puts(&script)
+        .iter()
+        .map(|b| b["logGroupName"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(groups, ["a", "b", "b", "c"], "a is not sent twice");
+    assert_eq!(out.stats().skipped_batches.get(), 1);
+    assert_eq!(out.stats().events.get(), 3);
 }

@@ -68,7 +68,8 @@ fn every_accepted_parameter_is_documented_and_every_documented_one_is_accepted()
     let files: BTreeSet<&str> = PLUGINS.iter().map(|(f, _)| *f).collect();
     for file in files {
         let path = root().join("docs/plugins").join(file);
-        let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let doc =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let docs = documented(&doc);
         let code: BTreeSet<String> = PLUGINS
             .iter()

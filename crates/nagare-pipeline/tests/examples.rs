@@ -232,16 +232,28 @@ async fn filters_after_the_taking_match_do_not_apply() {
     );
     let root = nagare_config::parse_str(&text, Path::new("order.conf")).unwrap();
     let (trigger, sd) = nagare_core::shutdown::channel();
-    let running = nagare_pipeline::Pipeline::build(&root).unwrap().start(sd).await.unwrap();
+    let running = nagare_pipeline::Pipeline::build(&root)
+        .unwrap()
+        .start(sd)
+        .await
+        .unwrap();
     let router = running.inputs[0].addr;
     let mut out = bytes::BytesMut::new();
-    for (tag, drop) in [("a.x", "after"), ("a.x", "before"), ("b.x", "after"), ("b.x", "keep")] {
+    for (tag, drop) in [
+        ("a.x", "after"),
+        ("a.x", "before"),
+        ("b.x", "after"),
+        ("b.x", "keep"),
+    ] {
         nagare_forward::codec::encode::write_message(
             &mut out,
             tag.as_bytes(),
             nagare_core::EventTime::from_secs(1),
             &nagare_core::Record::from_pairs(&[("drop", drop)]),
-            Some(&nagare_forward::codec::Options { chunk: Some(format!("{tag}{drop}").as_bytes()), ..Default::default() }),
+            Some(&nagare_forward::codec::Options {
+                chunk: Some(format!("{tag}{drop}").as_bytes()),
+                ..Default::default()
+            }),
             false,
         );
     }
@@ -259,7 +271,11 @@ async fn filters_after_the_taking_match_do_not_apply() {
     running.wait().await;
     let a = std::fs::read_to_string(dir.join("a.jsonl")).unwrap_or_default();
     let b = std::fs::read_to_string(dir.join("b.jsonl")).unwrap_or_default();
-    assert_eq!(a.trim(), r#"{"drop":"after"}"#, "the filter after <match a.**> must not run on a.*");
+    assert_eq!(
+        a.trim(),
+        r#"{"drop":"after"}"#,
+        "the filter after <match a.**> must not run on a.*"
+    );
     assert_eq!(b.trim(), r#"{"drop":"keep"}"#);
     let _ = std::fs::remove_dir_all(&dir);
 }

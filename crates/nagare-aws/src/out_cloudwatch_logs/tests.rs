@@ -8,6 +8,7 @@ use super::service::{LogsApi, PutOutcome};
 use super::*;
 use bytes::{Bytes, BytesMut};
 use nagare_core::sink::MemorySink;
+use nagare_core::{ChunkId, Event, EventTime, Record};
 use nagare_core::{ChunkKey, Tag};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;

@@ -143,6 +143,7 @@ pub struct EncodeStats {
 /// Kept in a pool by the output, one per concurrent flush.
 pub struct Scratch {
     lines: Vec<u8>,
+    zbuf: Vec<u8>,
     deflate: Option<(u32, flate2::Compress)>,
     zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
     zstd_in: Vec<u8>,
@@ -152,6 +153,7 @@ impl Default for Scratch {
     fn default() -> Self {
         Scratch {
             lines: Vec::with_capacity(WINDOW + 64 * 1024),
+            zbuf: vec![0; 64 * 1024],
             deflate: None,
             zstd: None,
             zstd_in: Vec::new(),
@@ -301,10 +303,15 @@ impl<'a> Sink<'a> {
     fn flush_window(&mut self) -> io::Result<()> {
         match self.store_as {
             StoreAs::Gzip => {
-                let Scratch { lines, deflate, .. } = &mut *self.scratch;
+                let Scratch {
+                    lines,
+                    deflate,
+                    zbuf,
+                    ..
+                } = &mut *self.scratch;
                 self.crc.update(lines);
                 let c = &mut deflate.as_mut().expect("deflate state").1;
-                deflate_into(c, lines, self.out, flate2::FlushCompress::None)?;
+                deflate_into(c, lines, zbuf, self.out, flate2::FlushCompress::None)?;
                 lines.clear();
             }
             StoreAs::Zstd => {
@@ -321,8 +328,9 @@ impl<'a> Sink<'a> {
         self.flush_window()?;
         match self.store_as {
             StoreAs::Gzip => {
-                let c = &mut self.scratch.deflate.as_mut().expect("deflate state").1;
-                deflate_into(c, &[], self.out, flate2::FlushCompress::Finish)?;
+                let Scratch { deflate, zbuf, .. } = &mut *self.scratch;
+                let c = &mut deflate.as_mut().expect("deflate state").1;
+                deflate_into(c, &[], zbuf, self.out, flate2::FlushCompress::Finish)?;
                 self.out.extend_from_slice(&self.crc.sum().to_le_bytes());
                 self.out.extend_from_slice(&self.crc.amount().to_le_bytes());
             }
@@ -343,23 +351,25 @@ impl<'a> Sink<'a> {
     }
 }
 
+/// Deflates `input` into `out` through `zbuf`, a fixed scratch window (flate2's
+/// `compress_vec` zero-fills the whole spare capacity of the vector on every call: with pooled
+/// multi-megabyte bodies that memset cost more than the compression).
 fn deflate_into(
     c: &mut flate2::Compress,
     mut input: &[u8],
+    zbuf: &mut [u8],
     out: &mut Vec<u8>,
     flush: flate2::FlushCompress,
 ) -> io::Result<()> {
     let finish = matches!(flush, flate2::FlushCompress::Finish);
     loop {
-        // compress_vec writes into spare capacity only: keep some, so every call progresses.
-        if out.capacity() - out.len() < 16 * 1024 {
-            out.reserve((input.len() / 2).max(64 * 1024));
-        }
-        let before = c.total_in();
+        let (before_in, before_out) = (c.total_in(), c.total_out());
         let status = c
-            .compress_vec(input, out, flush)
+            .compress(input, zbuf, flush)
             .map_err(|e| io::Error::other(format!("deflate: {e}")))?;
-        input = &input[(c.total_in() - before) as usize..];
+        input = &input[(c.total_in() - before_in) as usize..];
+        let produced = (c.total_out() - before_out) as usize;
+        out.extend_from_slice(&zbuf[..produced]);
         if finish {
             if status == flate2::Status::StreamEnd {
                 return Ok(());
@@ -433,66 +443,61 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
+const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 
-/// Bytes of `w` that need escaping (`"`, `\`, below 0x20), as high bits; the lowest set bit
-/// marks the first such byte exactly (later ones may be false positives: only the first is
-/// used). Bytes >= 0x80 are never flagged.
+/// The bytes of `w` that need escaping (`"`, `\\`, below 0x20), as their high bits. Exact per
+/// byte (no carries between bytes); bytes >= 0x80 are never flagged.
 #[inline(always)]
 fn special_bytes(w: u64) -> u64 {
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64)) | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
+    let is_zero = |y: u64| !(((y & LOWS).wrapping_add(LOWS)) | y) & HIGHS;
+    let below_0x20 = !(((w & LOWS).wrapping_add(ONES * 0x60)) | w) & HIGHS;
+    is_zero(w ^ (ONES * b'"' as u64)) | is_zero(w ^ (ONES * b'\\' as u64)) | below_0x20
 }
 
+/// Escapes the bytes of one word that has something to escape, without a branch per byte
+/// (quotes in JSON-in-a-string come at random positions: branches would mispredict).
 #[inline(always)]
-fn push_escape(out: &mut Vec<u8>, b: u8) {
-    let e = ESC[b as usize];
-    if e == b'u' {
-        out.extend_from_slice(&[
-            b'\\',
-            b'u',
-            b'0',
-            b'0',
-            HEX[(b >> 4) as usize],
-            HEX[(b & 15) as usize],
-        ]);
-    } else {
-        out.extend_from_slice(&[b'\\', e]);
+fn escape_word(out: &mut Vec<u8>, word: &[u8]) {
+    let mut tmp = [0u8; 48];
+    let mut j = 0;
+    for &b in word {
+        let e = if b < 0x80 { ESC[b as usize] } else { 0 };
+        if e == b'u' {
+            tmp[j..j + 6].copy_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
+            j += 6;
+            continue;
+        }
+        let special = (e != 0) as usize;
+        tmp[j] = if special == 1 { b'\\' } else { b };
+        tmp[j + 1] = e;
+        j += 1 + special;
     }
+    out.extend_from_slice(&tmp[..j]);
 }
 
-/// Copies valid UTF-8 `s` into `out` with JSON escapes: eight bytes at a time while nothing
-/// needs escaping (log lines are mostly plain text).
+/// Copies valid UTF-8 `s` into `out` with JSON escapes, eight bytes at a time: a word with
+/// nothing to escape is copied whole (a fixed-size store), one with something is escaped
+/// byte by byte without data-dependent branches.
 #[inline]
 fn escape_ascii_run(out: &mut Vec<u8>, s: &[u8]) {
     out.reserve(s.len() + 16);
-    let mut start = 0;
-    let mut i = 0;
-    while i + 8 <= s.len() {
-        let Some(word) = s.get(i..i + 8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
-            break;
-        };
-        let w = u64::from_le_bytes(word);
-        let m = special_bytes(w);
-        if m == 0 {
-            i += 8;
-            continue;
+    let mut chunks = s.chunks_exact(8);
+    for word in &mut chunks {
+        let w = u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or_default());
+        if special_bytes(w) == 0 {
+            out.extend_from_slice(word);
+        } else {
+            escape_word(out, word);
         }
-        let j = i + (m.trailing_zeros() / 8) as usize;
-        out.extend_from_slice(&s[start..j]);
-        push_escape(out, s[j]);
-        start = j + 1;
-        i = j + 1;
     }
-    while i < s.len() {
-        let b = s[i];
-        if b < 0x80 && ESC[b as usize] != 0 {
-            out.extend_from_slice(&s[start..i]);
-            push_escape(out, b);
-            start = i + 1;
-        }
-        i += 1;
-    }
-    out.extend_from_slice(&s[start..]);
+    escape_word(out, chunks.remainder());
 }
 
 /// Writes `s` as a JSON string; invalid UTF-8 becomes U+FFFD (counted).

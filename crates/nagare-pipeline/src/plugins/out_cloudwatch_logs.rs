@@ -318,6 +318,59 @@ mod tests {
         assert!(e.contains("log_group_name"), "{e}");
     }
 
+    /// docs/plugins/out_cloudwatch_logs.md documents exactly the parameters accepted (the
+    /// same check as tests/docs_reference.rs does for other plugins).
+    #[test]
+    fn the_reference_page_matches_the_parser() {
+        let e = build_conf(
+            "<match **>\n  @type cloudwatch_logs\n  log_group_name g\n  zz_not_a_parameter 1\n</match>",
+        )
+        .unwrap_err()
+        .to_string();
+        let list = e
+            .split("expected one of: ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{e}"));
+        let accepted: std::collections::BTreeSet<String> = list
+            .trim_end_matches(')')
+            .split(", ")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.starts_with('@') && !s.starts_with('<'))
+            .collect();
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/plugins/out_cloudwatch_logs.md"
+        ))
+        .unwrap();
+        let doc = doc
+            .split("## Parameters")
+            .nth(1)
+            .unwrap()
+            .split("\n## ")
+            .next()
+            .unwrap();
+        let mut documented = std::collections::BTreeSet::new();
+        for line in doc.lines() {
+            let Some(first) = line.strip_prefix('|').and_then(|l| l.split('|').next()) else {
+                continue;
+            };
+            for part in first.split('`').skip(1).step_by(2) {
+                for name in part.split([',', '/', ' ']) {
+                    let name = name.trim();
+                    if !name.is_empty() && !name.contains(['<', '>']) && !name.starts_with('@') {
+                        documented.insert(name.to_string());
+                    }
+                }
+            }
+        }
+        let missing: Vec<_> = accepted.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&accepted).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "undocumented {missing:?}, not accepted {extra:?}"
+        );
+    }
+
     #[test]
     fn stream_defaults_to_the_host_name() {
         let root = nagare_config::parse_str(

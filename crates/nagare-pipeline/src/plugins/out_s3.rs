@@ -78,7 +78,10 @@ pub fn build(
         nagare_aws::out_s3::config::DEFAULT_OBJECT_KEY_FORMAT,
     )?;
     c.time_slice_format = p.str("time_slice_format")?;
-    c.index_format = p.str_or("index_format", nagare_aws::out_s3::config::DEFAULT_INDEX_FORMAT)?;
+    c.index_format = p.str_or(
+        "index_format",
+        nagare_aws::out_s3::config::DEFAULT_INDEX_FORMAT,
+    )?;
     c.hex_random_length = p.int(
         "hex_random_length",
         nagare_aws::out_s3::config::DEFAULT_HEX_RANDOM_LENGTH,
@@ -86,7 +89,9 @@ pub fn build(
     let store_as = p.enumeration("store_as", &["gzip", "zstd", "json", "text", "txt"], "gzip")?;
     c.store_as = StoreAs::parse(&store_as).unwrap_or(StoreAs::Gzip);
     c.compression_level = match p.opt_size("compression_level")? {
-        Some(v) => Some(i32::try_from(v).map_err(|_| err("compression_level is too large".into()))?),
+        Some(v) => {
+            Some(i32::try_from(v).map_err(|_| err("compression_level is too large".into()))?)
+        }
         None => None,
     };
     c.content_type = p.str("content_type")?;
@@ -105,7 +110,8 @@ pub fn build(
     c.check_bucket = p.bool("check_bucket", false)?;
     c.auto_create_bucket = p.bool("auto_create_bucket", false)?;
     c.multipart_threshold = p.size("multipart_threshold", c.multipart_threshold as u64)? as usize;
-    c.multipart_chunk_size = p.size("multipart_chunk_size", c.multipart_chunk_size as u64)? as usize;
+    c.multipart_chunk_size =
+        p.size("multipart_chunk_size", c.multipart_chunk_size as u64)? as usize;
     c.multipart_concurrency = p.int("multipart_concurrency", c.multipart_concurrency)?;
     c.sdk_max_attempts = p.int("sdk_max_attempts", c.sdk_max_attempts)?;
     c.request_timeout = p.duration("request_timeout", c.request_timeout)?;
@@ -169,9 +175,13 @@ fn parse_format(p: &mut Params<'_>) -> Result<(LineFormat, Inject), String> {
     if let Some(f) = p.section("format").map_err(|e| e.to_string())? {
         let mut fp = f.params();
         ty = Some(fp.str_or("@type", "json").map_err(|e| e.to_string())?);
-        message_key = fp.str_or("message_key", &message_key).map_err(|e| e.to_string())?;
+        message_key = fp
+            .str_or("message_key", &message_key)
+            .map_err(|e| e.to_string())?;
         add_newline = fp.bool("add_newline", true).map_err(|e| e.to_string())?;
-        delimiter = fp.str_or("delimiter", &delimiter).map_err(|e| e.to_string())?;
+        delimiter = fp
+            .str_or("delimiter", &delimiter)
+            .map_err(|e| e.to_string())?;
         label_delimiter = fp
             .str_or("label_delimiter", &label_delimiter)
             .map_err(|e| e.to_string())?;
@@ -196,10 +206,14 @@ fn parse_format(p: &mut Params<'_>) -> Result<(LineFormat, Inject), String> {
     };
     // v0.12 top-level parameters.
     let s = |p: &mut Params<'_>, k: &str| p.str(k).map_err(|e| e.to_string());
-    let include_time = p.bool("include_time_key", false).map_err(|e| e.to_string())?;
+    let include_time = p
+        .bool("include_time_key", false)
+        .map_err(|e| e.to_string())?;
     let time_key = s(p, "time_key")?;
     let time_format = s(p, "time_format")?;
-    let include_tag = p.bool("include_tag_key", false).map_err(|e| e.to_string())?;
+    let include_tag = p
+        .bool("include_tag_key", false)
+        .map_err(|e| e.to_string())?;
     let tag_key = s(p, "tag_key")?;
     let zone = zone_of(p)?;
     if include_time {
@@ -226,7 +240,9 @@ fn parse_format(p: &mut Params<'_>) -> Result<(LineFormat, Inject), String> {
                     tf.as_deref().unwrap_or("%Y-%m-%dT%H:%M:%S%z"),
                 )?),
                 // Fluentd: a time_format turns the default float into a string.
-                _ if tf.is_some() => TimeType::String(TimeFormat::parse(tf.as_deref().unwrap_or(""))?),
+                _ if tf.is_some() => {
+                    TimeType::String(TimeFormat::parse(tf.as_deref().unwrap_or(""))?)
+                }
                 _ => TimeType::Float,
             });
         } else {
@@ -301,7 +317,8 @@ mod tests {
 
     #[test]
     fn placeholders_must_be_chunk_keys_and_errors_name_the_parameter() {
-        let e = build_err("<match **>\n @type s3\n s3_bucket my-logs\n path ${service}/\n</match>\n");
+        let e =
+            build_err("<match **>\n @type s3\n s3_bucket my-logs\n path ${service}/\n</match>\n");
         assert!(e.contains("<buffer time,service>"), "{e}");
         let e = build_err("<match **>\n @type s3\n s3_bucket my-logs\n store_as lzo\n</match>\n");
         assert!(e.contains("store_as"), "{e}");
@@ -312,8 +329,13 @@ mod tests {
         );
         assert!(e.contains("same key"), "{e}");
         let ctx =
-            build_conf("<match **>\n @type s3\n s3_bucket my-logs\n path ${tag}/\n</match>\n").unwrap();
-        assert!(ctx.warnings.iter().any(|w| w.contains("${tag}")), "{:?}", ctx.warnings);
+            build_conf("<match **>\n @type s3\n s3_bucket my-logs\n path ${tag}/\n</match>\n")
+                .unwrap();
+        assert!(
+            ctx.warnings.iter().any(|w| w.contains("${tag}")),
+            "{:?}",
+            ctx.warnings
+        );
     }
 
     #[test]
@@ -326,7 +348,9 @@ mod tests {
             "<match **>\n @type s3\n s3_bucket my-logs\n <format>\n  @type msgpack\n </format>\n</match>\n",
         );
         assert!(e.contains("msgpack"), "{e}");
-        let e = build_err("<match **>\n @type s3\n s3_bucket my-logs\n s3_endpoint file://x\n</match>\n");
+        let e = build_err(
+            "<match **>\n @type s3\n s3_bucket my-logs\n s3_endpoint file://x\n</match>\n",
+        );
         assert!(e.contains("s3_endpoint"), "{e}");
     }
 
@@ -361,7 +385,8 @@ mod tests {
     }
 
     fn load_corpus() -> (Vec<Wire>, Vec<Expect>) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/sample.jsonl");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/sample.jsonl");
         let text = std::fs::read_to_string(&path).expect("the corpus");
         let mut wires = Vec::new();
         let mut lines: Vec<(String, u32, Vec<(String, String)>)> = Vec::new();
@@ -376,7 +401,12 @@ mod tests {
                 .iter()
                 .map(|(k, x)| (k.clone(), x.as_str().unwrap_or("").to_string()))
                 .collect();
-            let get = |k: &str| rec.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+            let get = |k: &str| {
+                rec.iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
             wires.push(Wire {
                 tag: tag.clone(),
                 time,
@@ -386,9 +416,19 @@ mod tests {
             if get("partial_message") == "true" {
                 let pid = get("partial_id");
                 match open.get(&pid) {
-                    Some(&i) => lines[i].2.iter_mut().find(|(k, _)| k == "log").unwrap().1.push_str(&get("log")),
+                    Some(&i) => lines[i]
+                        .2
+                        .iter_mut()
+                        .find(|(k, _)| k == "log")
+                        .unwrap()
+                        .1
+                        .push_str(&get("log")),
                     None => {
-                        let f = rec.iter().filter(|(k, _)| !k.starts_with("partial_")).cloned().collect();
+                        let f = rec
+                            .iter()
+                            .filter(|(k, _)| !k.starts_with("partial_"))
+                            .cloned()
+                            .collect();
                         lines.push((tag, time, f));
                         open.insert(pid.clone(), lines.len() - 1);
                     }
@@ -403,8 +443,10 @@ mod tests {
         let expects = lines
             .into_iter()
             .map(|(tag, time, fields)| {
-                let mut m: serde_json::Map<String, J> =
-                    fields.iter().map(|(k, v)| (k.clone(), J::String(v.clone()))).collect();
+                let mut m: serde_json::Map<String, J> = fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), J::String(v.clone())))
+                    .collect();
                 let log = m["log"].as_str().unwrap_or("").to_string();
                 let mut dropped = false;
                 let mut audit = false;
@@ -454,9 +496,16 @@ mod tests {
         let mut f = file.splitn(3, '_');
         let (min, host, n) = (f.next()?, f.next()?, f.next()?);
         let y: i64 = p[3].parse().ok()?;
-        let days = nagare_aws::out_s3::key::days_from_civil(y, p[4].parse().ok()?, p[5].parse().ok()?);
+        let days =
+            nagare_aws::out_s3::key::days_from_civil(y, p[4].parse().ok()?, p[5].parse().ok()?);
         let secs = days * 86_400 + p[6].parse::<i64>().ok()? * 3600 + min.parse::<i64>().ok()? * 60;
-        Some((p[1].to_string(), p[2].to_string(), secs as u32, host.to_string(), n.parse().ok()?))
+        Some((
+            p[1].to_string(),
+            p[2].to_string(),
+            secs as u32,
+            host.to_string(),
+            n.parse().ok()?,
+        ))
     }
 
     async fn corpus_through_forwarder_s3_example(endpoint: String, path_style: bool) {
@@ -465,7 +514,11 @@ mod tests {
         let kept: Vec<&Expect> = expects.iter().filter(|e| !e.dropped).collect();
         assert_eq!(kept.len(), 2000 - 304, "the manifest's health checks");
         let tmp = tempfile::tempdir().unwrap();
-        let bucket = format!("fwd-s3-{}-{}", std::process::id(), if path_style { "moto" } else { "disk" });
+        let bucket = format!(
+            "fwd-s3-{}-{}",
+            std::process::id(),
+            if path_style { "moto" } else { "disk" }
+        );
         let endpoint = if endpoint.is_empty() {
             format!("file://{}", tmp.path().join("s3").display())
         } else {
@@ -478,7 +531,11 @@ mod tests {
         )
         .unwrap();
         let (agg_trigger, agg_sd) = nagare_core::shutdown::channel();
-        let agg = crate::Pipeline::build(&agg_root).unwrap().start(agg_sd).await.unwrap();
+        let agg = crate::Pipeline::build(&agg_root)
+            .unwrap()
+            .start(agg_sd)
+            .await
+            .unwrap();
         let agg_port = agg.inputs[0].addr.port().to_string();
         let data = tmp.path().join("data");
         let opts = ParseOptions::fixed(
@@ -490,7 +547,10 @@ mod tests {
                 ("NAGARE_AGGREGATOR_PORT", agg_port.as_str()),
                 ("NAGARE_S3_BUCKET", bucket.as_str()),
                 ("NAGARE_S3_ENDPOINT", endpoint.as_str()),
-                ("NAGARE_S3_PATH_STYLE", if path_style { "true" } else { "false" }),
+                (
+                    "NAGARE_S3_PATH_STYLE",
+                    if path_style { "true" } else { "false" },
+                ),
                 ("NAGARE_S3_AUTO_CREATE", "true"),
                 ("NAGARE_S3_KEY_ID", "testing"),
                 ("NAGARE_S3_SECRET_KEY", "testing"),
@@ -498,7 +558,8 @@ mod tests {
             ],
             "fwd-test",
         );
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/forwarder-s3.conf");
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/forwarder-s3.conf");
         let root = nagare_config::parse_file_with(&example, &opts).unwrap();
         let mut ctx = BuildCtx {
             hostname: "ip-10-0-1-23".into(),
@@ -506,7 +567,11 @@ mod tests {
         };
         ctx.drain_timeout = Duration::from_secs(10);
         let (fwd_trigger, fwd_sd) = nagare_core::shutdown::channel();
-        let fwd = crate::Pipeline::build_with(&root, ctx).unwrap().start(fwd_sd).await.unwrap();
+        let fwd = crate::Pipeline::build_with(&root, ctx)
+            .unwrap()
+            .start(fwd_sd)
+            .await
+            .unwrap();
         let addr = fwd.inputs[0].addr;
         // Docker: one connection per container, records in file order.
         let mut per: Vec<(String, BytesMut)> = Vec::new();
@@ -570,7 +635,10 @@ mod tests {
         let mut place: BTreeMap<&str, BTreeSet<(&str, &str, u32)>> = BTreeMap::new();
         let mut want: BTreeMap<&str, usize> = BTreeMap::new();
         for e in &kept {
-            place.entry(&e.json).or_default().insert((&e.service, e.kind, e.slice));
+            place
+                .entry(&e.json)
+                .or_default()
+                .insert((&e.service, e.kind, e.slice));
             *want.entry(&e.json).or_default() += 1;
         }
         let mut got: BTreeMap<String, usize> = BTreeMap::new();
@@ -579,12 +647,20 @@ mod tests {
             let (svc, kind, slice, host, n) =
                 slice_of(k).unwrap_or_else(|| panic!("{k} is not the seed layout"));
             assert_eq!(host, "ip-10-0-1-23");
-            families.entry((svc.clone(), kind.clone(), slice)).or_default().insert(n);
+            families
+                .entry((svc.clone(), kind.clone(), slice))
+                .or_default()
+                .insert(n);
             for l in lines {
-                let v: J = serde_json::from_str(l).unwrap_or_else(|e| panic!("{k}: not JSON ({e})"));
+                let v: J =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("{k}: not JSON ({e})"));
                 let c = v.to_string();
                 assert!(
-                    place.get(c.as_str()).is_some_and(|s| s.contains(&(svc.as_str(), kind.as_str(), slice))),
+                    place.get(c.as_str()).is_some_and(|s| s.contains(&(
+                        svc.as_str(),
+                        kind.as_str(),
+                        slice
+                    ))),
                     "{k}: a line of another service, kind or slice: {c:.200}"
                 );
                 *got.entry(c).or_default() += 1;
@@ -596,10 +672,18 @@ mod tests {
             assert_eq!(got.get(*j), Some(n), "line count for {j:.200}");
         }
         for (f, idx) in &families {
-            assert_eq!(idx, &(0..idx.len() as u64).collect::<BTreeSet<_>>(), "{f:?}");
+            assert_eq!(
+                idx,
+                &(0..idx.len() as u64).collect::<BTreeSet<_>>(),
+                "{f:?}"
+            );
         }
         assert!(families.keys().any(|(_, k, _)| k == "audit"));
-        eprintln!("{} lines in {} objects under {endpoint}", total, objects.len());
+        eprintln!(
+            "{} lines in {} objects under {endpoint}",
+            total,
+            objects.len()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
