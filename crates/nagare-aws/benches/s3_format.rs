@@ -11,7 +11,6 @@
 //!     NAGARE_BENCH_NO_MOTO=1 cargo bench -p nagare-aws --bench s3_format -- gzip
 
 #[path = "../tests/common/moto.rs"]
-#[allow(dead_code)]
 mod moto;
 
 use bytes::{Bytes, BytesMut};
@@ -48,7 +47,12 @@ fn corpus_lines() -> Vec<Vec<(String, String)>> {
                     }
                 }
                 None => {
-                    out.push(rec.iter().filter(|(k, _)| !k.starts_with("partial_")).cloned().collect());
+                    out.push(
+                        rec.iter()
+                            .filter(|(k, _)| !k.starts_with("partial_"))
+                            .cloned()
+                            .collect(),
+                    );
                     open.insert(pid.clone(), out.len() - 1);
                 }
             }
@@ -74,7 +78,9 @@ fn to_rmpv(v: &serde_json::Value) -> rmpv::Value {
         serde_json::Value::String(s) => s.as_str().into(),
         serde_json::Value::Array(a) => rmpv::Value::Array(a.iter().map(to_rmpv).collect()),
         serde_json::Value::Object(m) => rmpv::Value::Map(
-            m.iter().map(|(k, v)| (k.as_str().into(), to_rmpv(v))).collect(),
+            m.iter()
+                .map(|(k, v)| (k.as_str().into(), to_rmpv(v)))
+                .collect(),
         ),
     }
 }
@@ -169,7 +175,8 @@ fn bench_format_kind(c: &mut Criterion, kind: &str) {
         let mut out = Vec::new();
         g.bench_function(name, |b| {
             b.iter(|| {
-                f.encode(black_box(&input), "t", &mut scratch, &mut out).unwrap();
+                f.encode(black_box(&input), "t", &mut scratch, &mut out)
+                    .unwrap();
                 black_box(out.len())
             })
         });
@@ -255,7 +262,7 @@ fn bench_moto() {
         let events = 24 * per_chunk;
         eprintln!(
             "moto: {events} events ({} MiB msgpack) in 24 objects, 4 writers, gzip 6: {:.2} s = {:.0} events/s, {:.1} MB/s of input",
-            24 * input.len() >> 20,
+            (24 * input.len()) >> 20,
             secs,
             events as f64 / secs,
             (24 * input.len()) as f64 / secs / 1e6
@@ -286,7 +293,8 @@ fn fixed_run(spec: &str) {
             "zlib1" | "zlib6" => {
                 out.clear();
                 let level = if name == "zlib1" { 1 } else { 6 };
-                let mut e = flate2::write::GzEncoder::new(&mut out, flate2::Compression::new(level));
+                let mut e =
+                    flate2::write::GzEncoder::new(&mut out, flate2::Compression::new(level));
                 e.write_all(&json).unwrap();
                 e.finish().unwrap();
                 bytes += json.len();

@@ -33,10 +33,20 @@ async fn slowdown_500_and_reset_bursts_lose_and_duplicate_nothing() {
             &format!(r#"{{"match": "{put}", "count": {count}, "kind": "{kind}"}}"#),
         );
     }
-    let r = drive(Arc::new(out.clone()), chunks, 4, Duration::from_millis(50), Duration::from_secs(60)).await;
+    let r = drive(
+        Arc::new(out.clone()),
+        chunks,
+        4,
+        Duration::from_millis(50),
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(r.unrecoverable.is_empty(), "{:?}", r.unrecoverable);
     assert_eq!(r.written, n);
-    assert_eq!(r.retryable_errors, 16, "each injected fault failed one attempt");
+    assert_eq!(
+        r.retryable_errors, 16,
+        "each injected fault failed one attempt"
+    );
     let hits = fault_hits(pport);
     assert_eq!(hits["hits"]["injected"], 16, "{hits}");
     let objects = read_all(&*out.store(), "applications/").await;

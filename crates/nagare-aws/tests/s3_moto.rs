@@ -55,7 +55,13 @@ async fn moto_enforces_if_none_match_on_put_and_complete() {
     put(b"1").await.unwrap();
     let e = put(b"2").await.unwrap_err();
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(412));
-    let got = c.get_object().bucket(&bucket).key("k").send().await.unwrap();
+    let got = c
+        .get_object()
+        .bucket(&bucket)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(&got.body.collect().await.unwrap().into_bytes()[..], b"1");
 }
 
@@ -84,7 +90,10 @@ async fn object_headers_metadata_storage_class_and_tagging() {
     assert_eq!(h.content_type(), Some("application/x-gzip"));
     assert_eq!(h.content_encoding(), Some("gzip"));
     assert_eq!(
-        h.metadata().unwrap().get("nagare-chunk-id").map(String::as_str),
+        h.metadata()
+            .unwrap()
+            .get("nagare-chunk-id")
+            .map(String::as_str),
         Some(ch.id.hex().as_str())
     );
     assert_eq!(h.storage_class(), Some(&StorageClass::StandardIa));
@@ -103,13 +112,21 @@ async fn object_headers_metadata_storage_class_and_tagging() {
     tags.sort();
     assert_eq!(
         tags,
-        vec![("kind".into(), "app".into()), ("team".into(), "logs".into())]
+        vec![
+            ("kind".into(), "app".into()),
+            ("team".into(), "logs".into())
+        ]
     );
     // A text object gets text/plain and no Content-Encoding.
     let bucket2 = s3_common::bucket("hdr2");
     let mut c2 = b.config("s3-hdr2", &bucket2);
     c2.store_as = StoreAs::Text;
-    S3Output::start(&c2).await.unwrap().write(&ch).await.unwrap();
+    S3Output::start(&c2)
+        .await
+        .unwrap()
+        .write(&ch)
+        .await
+        .unwrap();
     let h = raw
         .head_object()
         .bucket(&bucket2)
@@ -140,7 +157,9 @@ fn multipart_config(b: &Backend, id: &str, bucket: &str) -> S3Config {
 async fn large_chunks_go_up_in_parts() {
     let Some(b) = Backend::moto() else { return };
     let bucket = bucket("mpu");
-    let out = S3Output::start(&multipart_config(&b, "s3-mpu", &bucket)).await.unwrap();
+    let out = S3Output::start(&multipart_config(&b, "s3-mpu", &bucket))
+        .await
+        .unwrap();
     let lines = big_lines(55_000);
     let refs: Vec<&Line> = lines.iter().collect();
     let ch = chunk("heron", 1_700_000_000, &refs);
@@ -160,21 +179,46 @@ async fn large_chunks_go_up_in_parts() {
     let size = h.content_length().unwrap();
     assert!(size > 10 << 20, "{size} bytes: more than two parts");
     let etag = h.e_tag().unwrap_or_default().to_string();
-    assert!(etag.contains('-'), "a multipart ETag ends in -<parts>: {etag}");
+    assert!(
+        etag.contains('-'),
+        "a multipart ETag ends in -<parts>: {etag}"
+    );
     // Another writer (its own index allocator) tries index 0 first: the completion is refused
     // with 412, the upload aborted, and the chunk lands at index 1.
-    let again = S3Output::start(&multipart_config(&b, "s3-mpu2", &bucket)).await.unwrap();
-    again.write(&chunk("heron", 1_700_000_000, &refs[..30_000])).await.unwrap();
+    let again = S3Output::start(&multipart_config(&b, "s3-mpu2", &bucket))
+        .await
+        .unwrap();
+    again
+        .write(&chunk("heron", 1_700_000_000, &refs[..30_000]))
+        .await
+        .unwrap();
     assert_eq!(
         out.store().list("").await.unwrap(),
-        vec!["2023111422_0.txt".to_string(), "2023111422_1.txt".to_string()]
+        vec![
+            "2023111422_0.txt".to_string(),
+            "2023111422_1.txt".to_string()
+        ]
     );
     assert_eq!(
-        nagare_core::metrics::counter("nagare_s3_key_conflicts_total", "", &[("plugin_id", "s3-mpu2")]).get(),
+        nagare_core::metrics::counter(
+            "nagare_s3_key_conflicts_total",
+            "",
+            &[("plugin_id", "s3-mpu2")]
+        )
+        .get(),
         1
     );
-    let ups = raw.list_multipart_uploads().bucket(&bucket).send().await.unwrap();
-    assert!(ups.uploads().is_empty(), "no upload left open: {:?}", ups.uploads());
+    let ups = raw
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        ups.uploads().is_empty(),
+        "no upload left open: {:?}",
+        ups.uploads()
+    );
 }
 
 #[tokio::test]
@@ -185,18 +229,35 @@ async fn a_failed_part_aborts_the_upload_and_the_retry_completes() {
     };
     let b = Backend::Moto(format!("http://127.0.0.1:{pport}"));
     let bucket = bucket("abort");
-    let out = S3Output::start(&multipart_config(&b, "s3-abort", &bucket)).await.unwrap();
+    let out = S3Output::start(&multipart_config(&b, "s3-abort", &bucket))
+        .await
+        .unwrap();
     let lines = big_lines(30_000);
     let refs: Vec<&Line> = lines.iter().collect();
     let ch = chunk("heron", 1_700_000_000, &refs);
-    fault(pport, r#"{"match": "partNumber=2", "count": 1, "kind": "s3-500"}"#);
+    fault(
+        pport,
+        r#"{"match": "partNumber=2", "count": 1, "kind": "s3-500"}"#,
+    );
     match out.write(&ch).await {
-        Err(WriteError::Retryable(e)) => assert!(e.contains("UploadPart") && e.contains("InternalError"), "{e}"),
+        Err(WriteError::Retryable(e)) => assert!(
+            e.contains("UploadPart") && e.contains("InternalError"),
+            "{e}"
+        ),
         other => panic!("{other:?}"),
     }
     let raw = raw_client(&m.endpoint).await;
-    let ups = raw.list_multipart_uploads().bucket(&bucket).send().await.unwrap();
-    assert!(ups.uploads().is_empty(), "the failed upload was aborted: {:?}", ups.uploads());
+    let ups = raw
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        ups.uploads().is_empty(),
+        "the failed upload was aborted: {:?}",
+        ups.uploads()
+    );
     assert!(out.store().list("").await.unwrap().is_empty());
     out.write(&ch).await.unwrap();
     let objects = read_all(&*out.store(), "").await;
@@ -214,7 +275,13 @@ async fn bad_credentials_name_the_bucket_and_keep_the_data() {
     };
     let ep = format!("http://127.0.0.1:{port}");
     let bucket = bucket("creds");
-    raw_client(&ep).await.create_bucket().bucket(&bucket).send().await.unwrap();
+    raw_client(&ep)
+        .await
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
     let b = Backend::Moto(ep);
     let mut c = b.config("s3-creds", &bucket);
     c.auto_create_bucket = false;
@@ -228,11 +295,13 @@ async fn bad_credentials_name_the_bucket_and_keep_the_data() {
     // Without the startup check, the writes fail; the chunks stay in the buffer.
     c.check_bucket = false;
     let out: Arc<dyn Output> = Arc::new(S3Output::start(&c).await.unwrap());
-    let mut bc = BufferConfig::default();
-    bc.flush_interval = Duration::from_millis(100);
-    bc.retry_wait = Duration::from_millis(100);
-    bc.retry_max_interval = Some(Duration::from_millis(300));
-    bc.flush_thread_count = 2;
+    let bc = BufferConfig {
+        flush_interval: Duration::from_millis(100),
+        retry_wait: Duration::from_millis(100),
+        retry_max_interval: Some(Duration::from_millis(300)),
+        flush_thread_count: 2,
+        ..Default::default()
+    };
     let buffer = Arc::new(Buffer::new(bc.clone(), "s3-creds"));
     let events: Vec<Event> = synthetic("condor", 1_700_000_000, 0, 50, "creds")
         .iter()
@@ -241,7 +310,10 @@ async fn bad_credentials_name_the_bucket_and_keep_the_data() {
             record: l.record(),
         })
         .collect();
-    buffer.append(&Tag::new("docker.condor.c0"), &events).await.unwrap();
+    buffer
+        .append(&Tag::new("docker.condor.c0"), &events)
+        .await
+        .unwrap();
     let (trigger, sd) = nagare_core::shutdown::channel();
     let run = tokio::spawn(nagare_buffer::flush::run(
         buffer.clone(),
@@ -268,7 +340,10 @@ async fn bad_credentials_name_the_bucket_and_keep_the_data() {
     let secondary: Arc<dyn Output> =
         Arc::new(SecondaryFile::new(SecondaryFileConfig::new(dir.path())));
     let buffer2 = Arc::new(Buffer::new(bc, "s3-creds-2"));
-    buffer2.append(&Tag::new("docker.condor.c0"), &events).await.unwrap();
+    buffer2
+        .append(&Tag::new("docker.condor.c0"), &events)
+        .await
+        .unwrap();
     let (trigger, sd) = nagare_core::shutdown::channel();
     let run = tokio::spawn(nagare_buffer::flush::run_with(
         buffer2.clone(),

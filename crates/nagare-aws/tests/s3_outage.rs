@@ -27,12 +27,14 @@ async fn moto_stopped_for_60_s_mid_stream() {
     c.request_timeout = Duration::from_secs(3);
     let s3 = S3Output::start(&c).await.unwrap();
     let out: Arc<dyn Output> = Arc::new(s3.clone());
-    let mut bc = BufferConfig::default();
-    bc.flush_interval = Duration::from_millis(500);
-    bc.flush_thread_count = 4;
-    bc.retry_wait = Duration::from_millis(500);
-    bc.retry_max_interval = Some(Duration::from_secs(2));
-    bc.retry_forever = true;
+    let bc = BufferConfig {
+        flush_interval: Duration::from_millis(500),
+        flush_thread_count: 4,
+        retry_wait: Duration::from_millis(500),
+        retry_max_interval: Some(Duration::from_secs(2)),
+        retry_forever: true,
+        ..Default::default()
+    };
     let buffer = Arc::new(Buffer::new(bc, "s3-outage"));
     let (trigger, sd) = nagare_core::shutdown::channel();
     let flush = tokio::spawn(nagare_buffer::flush::run(
@@ -75,7 +77,10 @@ async fn moto_stopped_for_60_s_mid_stream() {
     signal(&moto, "STOP");
     tokio::time::sleep(Duration::from_secs(30)).await;
     let held = buffer.held_records();
-    assert!(held > 200, "records are buffered during the outage ({held})");
+    assert!(
+        held > 200,
+        "records are buffered during the outage ({held})"
+    );
     tokio::time::sleep(Duration::from_secs(30)).await;
     signal(&moto, "CONT");
     let expected = producer.await.unwrap();
@@ -83,14 +88,17 @@ async fn moto_stopped_for_60_s_mid_stream() {
     while buffer.held_records() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(buffer.held_records(), 0, "the backlog drained after moto resumed");
+    assert_eq!(
+        buffer.held_records(),
+        0,
+        "the backlog drained after moto resumed"
+    );
     trigger.fire();
     let _ = flush.await;
     let objects = read_all(&*s3.store(), "outage/").await;
     assert_exactly_once(&objects, &expected);
-    let m = |n: &'static str| {
-        nagare_core::metrics::counter(n, "", &[("plugin_id", "s3-outage")]).get()
-    };
+    let m =
+        |n: &'static str| nagare_core::metrics::counter(n, "", &[("plugin_id", "s3-outage")]).get();
     eprintln!(
         "outage: {} records in {} objects; {} retries recognised their own object, {} key conflicts, {} transient errors; {:.0} s",
         expected.len(),

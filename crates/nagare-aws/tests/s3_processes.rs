@@ -33,7 +33,13 @@ fn config(backend: &str, bucket: &str, id: &str) -> nagare_aws::out_s3::S3Config
 }
 
 fn lines_of(writer: usize) -> Vec<Line> {
-    synthetic("condor", T, writer, CHUNKS * PER_CHUNK, &format!("process{writer}"))
+    synthetic(
+        "condor",
+        T,
+        writer,
+        CHUNKS * PER_CHUNK,
+        &format!("process{writer}"),
+    )
 }
 
 /// Child mode: write this writer's chunks with four concurrent writers, then exit.
@@ -54,7 +60,14 @@ async fn child_writer() {
         .chunks(PER_CHUNK)
         .map(|c| chunk("condor", (T - T % 300) as i64, c))
         .collect();
-    let r = drive(Arc::new(out), chunks, 4, Duration::from_millis(20), Duration::from_secs(60)).await;
+    let r = drive(
+        Arc::new(out),
+        chunks,
+        4,
+        Duration::from_millis(20),
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(r.unrecoverable.is_empty(), "{:?}", r.unrecoverable);
     assert_eq!(r.written, CHUNKS);
     let conflicts = nagare_core::metrics::counter(
@@ -68,12 +81,20 @@ async fn child_writer() {
 
 async fn two_processes(backend: String) {
     let bucket = bucket("procs");
-    let first = S3Output::start(&config(&backend, &bucket, "procs-parent")).await.unwrap();
+    let first = S3Output::start(&config(&backend, &bucket, "procs-parent"))
+        .await
+        .unwrap();
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..2)
         .map(|w| {
             Command::new(&exe)
-                .args(["--exact", "child_writer", "--nocapture", "--test-threads", "1"])
+                .args([
+                    "--exact",
+                    "child_writer",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
                 .env("NAGARE_S3_CHILD", format!("{backend}|{bucket}|{w}"))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -101,7 +122,11 @@ async fn two_processes(backend: String) {
     }
     eprintln!("{backend}: {conflicts} key conflicts between the two processes, all resolved");
     let objects = read_all(&*first.store(), "applications/condor/").await;
-    assert_eq!(objects.len(), 2 * CHUNKS, "one object per chunk: none overwritten");
+    assert_eq!(
+        objects.len(),
+        2 * CHUNKS,
+        "one object per chunk: none overwritten"
+    );
     let idx: BTreeSet<&str> = objects.keys().map(String::as_str).collect();
     assert_eq!(idx.len(), 2 * CHUNKS);
     let expected: Vec<String> = (0..2)

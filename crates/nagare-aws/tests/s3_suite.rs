@@ -89,10 +89,16 @@ async fn corpus_lands_under_the_seed_layout(b: Backend) {
     let lines = corpus();
     assert_eq!(lines.len(), 2000, "corpus lines with partials rejoined");
     let kept: Vec<&Line> = lines.iter().filter(|l| !l.is_health()).collect();
-    assert_eq!(lines.len() - kept.len(), 304, "health checks in the manifest");
+    assert_eq!(
+        lines.len() - kept.len(),
+        304,
+        "health checks in the manifest"
+    );
     let bucket = bucket("corpus");
     let id = format!("s3-corpus-{}", b.name());
-    let out = S3Output::start(&seed_layout(&b, &id, &bucket)).await.unwrap();
+    let out = S3Output::start(&seed_layout(&b, &id, &bucket))
+        .await
+        .unwrap();
     let chunks = chunks_by_service_and_slice(&kept, 300, 40);
     let n_chunks = chunks.len();
     // Which slice each chunk's lines belong to, by their canonical JSON.
@@ -111,7 +117,14 @@ async fn corpus_lands_under_the_seed_layout(b: Backend) {
                 .insert((svc.clone(), sp.clone()));
         }
     }
-    let r = drive(Arc::new(out.clone()), chunks, 4, Duration::from_millis(50), Duration::from_secs(60)).await;
+    let r = drive(
+        Arc::new(out.clone()),
+        chunks,
+        4,
+        Duration::from_millis(50),
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(r.unrecoverable.is_empty(), "{:?}", r.unrecoverable);
     assert_eq!(r.written, n_chunks);
     let objects = read_all(&*out.store(), "").await;
@@ -121,7 +134,10 @@ async fn corpus_lands_under_the_seed_layout(b: Backend) {
         let (svc, sp, host, idx) =
             parse_seed_key(k).unwrap_or_else(|| panic!("key {k} is not the seed layout"));
         assert_eq!(host, "host-a");
-        per_family.entry((svc.clone(), sp.clone())).or_default().insert(idx);
+        per_family
+            .entry((svc.clone(), sp.clone()))
+            .or_default()
+            .insert(idx);
         for l in ls {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             assert!(
@@ -158,7 +174,9 @@ async fn two_outputs_four_threads_one_family(b: Backend) {
     for w in 0..2 {
         let id = format!("s3-race-{}-{w}", b.name());
         // Separate outputs: separate index allocators, as two processes on one host.
-        let out = S3Output::start(&seed_layout(&b, &id, &bucket)).await.unwrap();
+        let out = S3Output::start(&seed_layout(&b, &id, &bucket))
+            .await
+            .unwrap();
         let lines = synthetic("condor", t, w, 800, &format!("writer{w}"));
         let refs: Vec<&Line> = lines.iter().collect();
         let chunks: Vec<_> = refs
@@ -181,15 +199,33 @@ async fn two_outputs_four_threads_one_family(b: Backend) {
         written += r.written;
     }
     assert_eq!(written, 80);
-    let reader = S3Output::start(&seed_layout(&b, "s3-race-reader", &bucket)).await.unwrap();
+    let reader = S3Output::start(&seed_layout(&b, "s3-race-reader", &bucket))
+        .await
+        .unwrap();
     let objects = read_all(&*reader.store(), "applications/condor/").await;
-    assert_eq!(objects.len(), 80, "every chunk has its own object: none overwritten");
-    let idx: BTreeSet<u64> = objects.keys().map(|k| parse_seed_key(k).unwrap().3).collect();
+    assert_eq!(
+        objects.len(),
+        80,
+        "every chunk has its own object: none overwritten"
+    );
+    let idx: BTreeSet<u64> = objects
+        .keys()
+        .map(|k| parse_seed_key(k).unwrap().3)
+        .collect();
     assert_eq!(idx.len(), 80);
     assert_exactly_once(&objects, &all_lines);
-    let conflicts = counter("nagare_s3_key_conflicts_total", &format!("s3-race-{}-0", b.name()))
-        + counter("nagare_s3_key_conflicts_total", &format!("s3-race-{}-1", b.name()));
-    eprintln!("{}: {conflicts} key conflicts resolved, highest index {:?}", b.name(), idx.last());
+    let conflicts = counter(
+        "nagare_s3_key_conflicts_total",
+        &format!("s3-race-{}-0", b.name()),
+    ) + counter(
+        "nagare_s3_key_conflicts_total",
+        &format!("s3-race-{}-1", b.name()),
+    );
+    eprintln!(
+        "{}: {conflicts} key conflicts resolved, highest index {:?}",
+        b.name(),
+        idx.last()
+    );
 }
 on_both!(
     disk_two_outputs_four_threads_one_family,
@@ -264,14 +300,38 @@ async fn lost_replies_are_not_written_twice(b: Backend) {
         let out = S3Output::with_store(&c, flaky).unwrap();
         let lines = synthetic("heron", 1_700_000_000, 0, 200, "lost");
         let refs: Vec<&Line> = lines.iter().collect();
-        let chunks: Vec<_> = refs.chunks(20).map(|c| chunk("heron", 1_700_000_000, c)).collect();
-        let r = drive(Arc::new(out), chunks, 4, Duration::from_millis(10), Duration::from_secs(30)).await;
-        assert_eq!((r.written, r.retryable_errors), (10, 5), "{format}: {:?}", r.last_error);
+        let chunks: Vec<_> = refs
+            .chunks(20)
+            .map(|c| chunk("heron", 1_700_000_000, c))
+            .collect();
+        let r = drive(
+            Arc::new(out),
+            chunks,
+            4,
+            Duration::from_millis(10),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(
+            (r.written, r.retryable_errors),
+            (10, 5),
+            "{format}: {:?}",
+            r.last_error
+        );
         let objects = read_all(&*real.store(), "lost/").await;
-        assert_eq!(objects.len(), 10, "{format}: {:?}", objects.keys().collect::<Vec<_>>());
+        assert_eq!(
+            objects.len(),
+            10,
+            "{format}: {:?}",
+            objects.keys().collect::<Vec<_>>()
+        );
         let expected: Vec<String> = lines.iter().map(|l| l.expected_json()).collect();
         assert_exactly_once(&objects, &expected);
-        assert_eq!(counter("nagare_s3_recognised_retries_total", &id), 5, "{format}");
+        assert_eq!(
+            counter("nagare_s3_recognised_retries_total", &id),
+            5,
+            "{format}"
+        );
     }
 }
 on_both!(
@@ -292,19 +352,29 @@ async fn taken_indexes_are_skipped_with_one_listing(b: Backend) {
     };
     let lines = synthetic("falcon", 1_700_000_000, 0, 70, "skip");
     let refs: Vec<&Line> = lines.iter().collect();
-    let first = S3Output::start(&mk(&format!("s3-skip-a-{}", b.name()))).await.unwrap();
+    let first = S3Output::start(&mk(&format!("s3-skip-a-{}", b.name())))
+        .await
+        .unwrap();
     for c in refs[..50].chunks(10) {
-        first.write(&chunk("falcon", 1_700_000_000, c)).await.unwrap();
+        first
+            .write(&chunk("falcon", 1_700_000_000, c))
+            .await
+            .unwrap();
     }
     let id = format!("s3-skip-b-{}", b.name());
     let second = S3Output::start(&mk(&id)).await.unwrap();
     for c in refs[50..].chunks(10) {
-        second.write(&chunk("falcon", 1_700_000_000, c)).await.unwrap();
+        second
+            .write(&chunk("falcon", 1_700_000_000, c))
+            .await
+            .unwrap();
     }
     let keys: Vec<String> = first.store().list("skip/").await.unwrap();
     assert_eq!(
         keys,
-        (0..7).map(|i| format!("skip/2023111422_{i:03}.gz")).collect::<Vec<_>>()
+        (0..7)
+            .map(|i| format!("skip/2023111422_{i:03}.gz"))
+            .collect::<Vec<_>>()
     );
     assert_eq!(counter("nagare_s3_key_conflicts_total", &id), 1);
 }
@@ -328,7 +398,9 @@ async fn store_as_and_formats(b: Backend) {
         let mut c = b.config(&format!("s3-fmt-{}-{n}", b.name()), &bucket);
         c.store_as = store_as;
         let out = S3Output::start(&c).await.unwrap();
-        out.write(&chunk("condor", 1_700_000_000, &refs)).await.unwrap();
+        out.write(&chunk("condor", 1_700_000_000, &refs))
+            .await
+            .unwrap();
         let objects = read_all(&*out.store(), "").await;
         let key = objects.keys().next().unwrap();
         assert_eq!(key, &format!("2023111422_0.{}", store_as.extension()));
@@ -360,14 +432,20 @@ async fn store_as_and_formats(b: Backend) {
         c.store_as = StoreAs::Text;
         c.line = line;
         let out = S3Output::start(&c).await.unwrap();
-        out.write(&chunk("condor", 1_700_000_000, &refs)).await.unwrap();
+        out.write(&chunk("condor", 1_700_000_000, &refs))
+            .await
+            .unwrap();
         let objects = read_all(&*out.store(), "").await;
         let ls = objects.values().next().unwrap();
         assert_eq!(ls.len(), 30);
         assert_eq!(ls[3], want);
     }
 }
-on_both!(disk_store_as_and_formats, moto_store_as_and_formats, store_as_and_formats);
+on_both!(
+    disk_store_as_and_formats,
+    moto_store_as_and_formats,
+    store_as_and_formats
+);
 
 // ---- 6. a missing bucket: a clear error naming it; the data waits, then lands ------------------
 
@@ -383,13 +461,19 @@ async fn missing_bucket(b: Backend) {
     };
     assert!(matches!(e, StartError::Bucket { .. }));
     let msg = e.to_string();
-    assert!(msg.contains(&bucket) && msg.contains("NoSuchBucket"), "{msg}");
+    assert!(
+        msg.contains(&bucket) && msg.contains("NoSuchBucket"),
+        "{msg}"
+    );
     // check_bucket false: the write fails loudly, naming the bucket; retryable (no secondary).
     c.check_bucket = false;
     let out = S3Output::start(&c).await.unwrap();
     let lines = synthetic("condor", 1_700_000_000, 0, 40, "missing");
     let refs: Vec<&Line> = lines.iter().collect();
-    let chunks: Vec<_> = refs.chunks(10).map(|c| chunk("condor", 1_700_000_000, c)).collect();
+    let chunks: Vec<_> = refs
+        .chunks(10)
+        .map(|c| chunk("condor", 1_700_000_000, c))
+        .collect();
     let r = drive(
         Arc::new(out.clone()),
         chunks.clone(),
@@ -401,7 +485,10 @@ async fn missing_bucket(b: Backend) {
     assert_eq!(r.written, 0);
     assert!(r.unrecoverable.is_empty());
     let err = r.last_error.unwrap();
-    assert!(err.contains(&bucket) && err.contains("NoSuchBucket"), "{err}");
+    assert!(
+        err.contains(&bucket) && err.contains("NoSuchBucket"),
+        "{err}"
+    );
     assert!(err.contains("stays in the buffer"), "{err}");
     // With a <secondary>, the same error is unrecoverable (the chunk goes there).
     c.access_errors_retryable = false;
@@ -412,7 +499,14 @@ async fn missing_bucket(b: Backend) {
     }
     // The operator creates the bucket: the retried chunks land, once each.
     out.store().ensure_bucket(true).await.unwrap();
-    let r = drive(Arc::new(out.clone()), chunks, 2, Duration::from_millis(10), Duration::from_secs(30)).await;
+    let r = drive(
+        Arc::new(out.clone()),
+        chunks,
+        2,
+        Duration::from_millis(10),
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(r.written, 4);
     let objects = read_all(&*out.store(), "").await;
     let expected: Vec<String> = lines.iter().map(|l| l.expected_json()).collect();
@@ -436,7 +530,10 @@ async fn short_hex_random_collision_is_refused(b: Backend) {
     out.write(&a).await.unwrap();
     match out.write(&bb).await {
         Err(nagare_core::WriteError::Unrecoverable(m)) => {
-            assert!(m.contains("KeyCollision") && m.contains("refusing to overwrite"), "{m}")
+            assert!(
+                m.contains("KeyCollision") && m.contains("refusing to overwrite"),
+                "{m}"
+            )
         }
         other => panic!("{other:?}"),
     }

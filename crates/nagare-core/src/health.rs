@@ -72,10 +72,15 @@ pub fn check(t: &Thresholds) -> Result<(), Vec<String>> {
         if let Some(since) = h.failing_since {
             let d = since.elapsed();
             if d >= t.max_failing {
-                reasons.push(format!("output {id} failing for {}s: {}", d.as_secs(), h.last_error));
+                reasons.push(format!(
+                    "output {id} failing for {}s: {}",
+                    d.as_secs(),
+                    h.last_error
+                ));
             }
         }
-        if h.buffer_limit > 0 && h.buffer_used as f64 >= t.max_buffer_ratio * h.buffer_limit as f64 {
+        if h.buffer_limit > 0 && h.buffer_used as f64 >= t.max_buffer_ratio * h.buffer_limit as f64
+        {
             reasons.push(format!(
                 "output {id} buffer {}% full ({} of {} bytes)",
                 h.buffer_used * 100 / h.buffer_limit,
@@ -102,7 +107,10 @@ mod tests {
             max_buffer_ratio: 0.5,
         };
         output_failed("h-test-1", "boom");
-        assert!(check(&t).unwrap_err().iter().any(|r| r.contains("h-test-1")));
+        assert!(check(&t)
+            .unwrap_err()
+            .iter()
+            .any(|r| r.contains("h-test-1")));
         output_succeeded("h-test-1");
         buffer_usage("h-test-1", 60, 100);
         assert!(check(&t).unwrap_err().iter().any(|r| r.contains("60%")));

@@ -124,7 +124,9 @@ impl ReasonCounters {
 pub fn value(name: &str, l: &[(&'static str, &str)]) -> Option<f64> {
     let r = registry().lock().unwrap_or_else(|e| e.into_inner());
     let key = |n: &&'static str, ls: &Labels| {
-        *n == name && ls.len() == l.len() && ls.iter().zip(l).all(|((a, b), (c, d))| a == c && b == d)
+        *n == name
+            && ls.len() == l.len()
+            && ls.iter().zip(l).all(|((a, b), (c, d))| a == c && b == d)
     };
     if let Some((_, c)) = r.counters.iter().find(|((n, ls), _)| key(n, ls)) {
         return Some(c.get() as f64);
@@ -140,7 +142,11 @@ pub fn sum(name: &str, l: &[(&'static str, &str)]) -> f64 {
     let r = registry().lock().unwrap_or_else(|e| e.into_inner());
     r.counters
         .iter()
-        .filter(|((n, ls), _)| *n == name && l.iter().all(|(k, v)| ls.iter().any(|(a, b)| a == k && b == v)))
+        .filter(|((n, ls), _)| {
+            *n == name
+                && l.iter()
+                    .all(|(k, v)| ls.iter().any(|(a, b)| a == k && b == v))
+        })
         .map(|(_, c)| c.get() as f64)
         .sum()
 }

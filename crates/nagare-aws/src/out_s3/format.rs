@@ -190,6 +190,35 @@ impl Formatter {
         let mut pos = 0;
         let mut tsbuf = String::new();
         while pos < entries.len() {
+            // JSON lines, `[time, map]` (what buffers store): the record is transcoded in one
+            // pass that also finds its end; no separate scan of the entry.
+            if self.line == LineFormat::Json {
+                if let Some((time, rec_off)) = entry_head(&entries[pos..]) {
+                    let lines = sink.lines();
+                    let before = lines.len();
+                    let rec = &entries[pos + rec_off..];
+                    match write_json_record(
+                        lines,
+                        rec,
+                        &self.inject,
+                        time,
+                        tag,
+                        &mut tsbuf,
+                        &mut st,
+                    ) {
+                        Some(used) => {
+                            pos += rec_off + used;
+                            st.text_bytes += lines.len() - before;
+                            st.records += 1;
+                            if lines.len() >= WINDOW {
+                                sink.flush_window()?;
+                            }
+                            continue;
+                        }
+                        None => lines.truncate(before),
+                    }
+                }
+            }
             let Ok(end) = skip_complete(entries, pos) else {
                 // A torn tail cannot be resynchronised: count it as one skipped entry.
                 st.skipped += 1;
@@ -207,6 +236,7 @@ impl Formatter {
             let ok = match &self.line {
                 LineFormat::Json => {
                     write_json_record(lines, rec, &self.inject, time, tag, &mut tsbuf, &mut st)
+                        .is_some_and(|used| used == rec.len())
                 }
                 LineFormat::SingleValue {
                     message_key,
@@ -388,6 +418,31 @@ pub fn first_event_time(entries: &[u8]) -> Option<u32> {
     split_entry(&entries[..end]).map(|(t, _)| t.0)
 }
 
+/// A two-element entry `[time, map]`: (time, offset of the map), reading common time
+/// encodings without a scan.
+#[inline]
+fn entry_head(e: &[u8]) -> Option<((u32, u32), usize)> {
+    if *e.first()? != 0x92 {
+        return None;
+    }
+    let t = e.get(1..)?;
+    let tl = match *t.first()? {
+        0xd7 => 10,
+        0xc7 => 11,
+        0x00..=0x7f => 1,
+        0xcc => 2,
+        0xcd => 3,
+        0xce | 0xd2 => 5,
+        0xcf | 0xd3 => 9,
+        _ => return None,
+    };
+    let time = read_time(t.get(..tl)?).unwrap_or((0, 0));
+    match *e.get(1 + tl)? {
+        0x80..=0x8f | 0xde | 0xdf => Some((time, 1 + tl)),
+        _ => None,
+    }
+}
+
 /// `[time, record]` -> (time, offset of the record map).
 fn split_entry(e: &[u8]) -> Option<((u32, u32), usize)> {
     let (n, hl) = read_array_len(e)?;
@@ -454,69 +509,108 @@ fn special_bytes(w: u64) -> u64 {
     is_zero(w ^ (ONES * b'"' as u64)) | is_zero(w ^ (ONES * b'\\' as u64)) | below_0x20
 }
 
-/// Escapes the bytes of one word that has something to escape, without a branch per byte
-/// (quotes in JSON-in-a-string come at random positions: branches would mispredict).
 #[inline(always)]
-fn escape_word(out: &mut Vec<u8>, word: &[u8]) {
-    let mut tmp = [0u8; 48];
-    let mut j = 0;
-    for &b in word {
-        let e = if b < 0x80 { ESC[b as usize] } else { 0 };
-        if e == b'u' {
-            tmp[j..j + 6].copy_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]);
-            j += 6;
-            continue;
-        }
-        let special = (e != 0) as usize;
-        tmp[j] = if special == 1 { b'\\' } else { b };
-        tmp[j + 1] = e;
-        j += 1 + special;
+fn escape_byte(tmp: &mut [u8], j: usize, b: u8) -> usize {
+    let e = if b < 0x80 { ESC[b as usize] } else { 0 };
+    if e == b'u' {
+        tmp[j..j + 6].copy_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[(b >> 4) as usize],
+            HEX[(b & 15) as usize],
+        ]);
+        return 6;
     }
-    out.extend_from_slice(&tmp[..j]);
+    let special = (e != 0) as usize;
+    tmp[j] = if special == 1 { b'\\' } else { b };
+    tmp[j + 1] = e;
+    1 + special
 }
 
-/// Copies valid UTF-8 `s` into `out` with JSON escapes, eight bytes at a time: a word with
-/// nothing to escape is copied whole (a fixed-size store), one with something is escaped
-/// byte by byte without data-dependent branches.
+/// Appends up to 8 bytes with escapes, without a branch per byte (quotes in JSON-in-a-string
+/// come at random positions: branches would mispredict): room for the worst case is appended
+/// as a fixed-size block, the bytes are written into it, and the vector is cut back. (Building
+/// the bytes on the stack and copying them costs a store-forwarding stall per word.)
+#[inline(always)]
+fn escape_small(out: &mut Vec<u8>, bytes: &[u8]) {
+    const ROOM: [u8; 48] = [0; 48];
+    let at = out.len();
+    out.extend_from_slice(&ROOM);
+    let buf = &mut out[at..];
+    let mut j = 0;
+    for &b in bytes.iter().take(8) {
+        j += escape_byte(buf, j, b);
+    }
+    out.truncate(at + j);
+}
+
+/// Appends `s` (any bytes) with JSON escapes, eight bytes at a time: a word with nothing to
+/// escape is copied whole (a fixed-size store), one with something goes through
+/// [`escape_small`]. Returns whether `s` had a byte >= 0x80 (the caller validates UTF-8 only
+/// then: most log text is ASCII).
 #[inline]
-fn escape_ascii_run(out: &mut Vec<u8>, s: &[u8]) {
-    out.reserve(s.len() + 16);
+fn escape_run(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    out.reserve(s.len() + 48);
+    let mut high = 0u64;
     let mut chunks = s.chunks_exact(8);
     for word in &mut chunks {
-        let w = u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or_default());
+        let word = <[u8; 8]>::try_from(word).unwrap_or_default();
+        let w = u64::from_le_bytes(word);
+        high |= w;
         if special_bytes(w) == 0 {
-            out.extend_from_slice(word);
+            out.extend_from_slice(&word);
         } else {
-            escape_word(out, word);
+            escape_small(out, &word);
         }
     }
-    escape_word(out, chunks.remainder());
+    let rest = chunks.remainder();
+    let n = rest.len();
+    if n > 0 {
+        // The tail as a zero-padded word, read without a trip through the stack: the last
+        // eight bytes of `s` shifted down when there are eight. The padding zeros would read
+        // as control bytes: they are masked out.
+        let w = match s.len().checked_sub(8).and_then(|i| s.get(i..)) {
+            Some(last) => {
+                u64::from_le_bytes(<[u8; 8]>::try_from(last).unwrap_or_default()) >> (8 * (8 - n))
+            }
+            None => rest.iter().rev().fold(0u64, |a, &b| (a << 8) | b as u64),
+        };
+        high |= w;
+        let live = u64::MAX >> (8 * (8 - n));
+        if special_bytes(w) & live == 0 {
+            let at = out.len();
+            out.extend_from_slice(&w.to_le_bytes());
+            out.truncate(at + n);
+        } else {
+            escape_small(out, rest);
+        }
+    }
+    high & HIGHS != 0
 }
 
 /// Writes `s` as a JSON string; invalid UTF-8 becomes U+FFFD (counted).
 pub fn write_json_str(out: &mut Vec<u8>, s: &[u8], invalid: &mut usize) {
-    out.reserve(s.len() + 2);
+    let start = out.len();
     out.push(b'"');
-    let mut rest = s;
-    loop {
-        match std::str::from_utf8(rest) {
-            Ok(_) => {
-                escape_ascii_run(out, rest);
-                break;
-            }
-            Err(e) => {
-                let (good, bad) = rest.split_at(e.valid_up_to());
-                escape_ascii_run(out, good);
-                out.extend_from_slice("\u{FFFD}".as_bytes());
-                *invalid += 1;
-                rest = &bad[e.error_len().unwrap_or(bad.len())..];
+    if escape_run(out, s) && std::str::from_utf8(s).is_err() {
+        // Not UTF-8: write it again with replacements (rare).
+        out.truncate(start + 1);
+        let mut rest = s;
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(_) => {
+                    escape_run(out, rest);
+                    break;
+                }
+                Err(e) => {
+                    let (good, bad) = rest.split_at(e.valid_up_to());
+                    escape_run(out, good);
+                    out.extend_from_slice("\u{FFFD}".as_bytes());
+                    *invalid += 1;
+                    rest = &bad[e.error_len().unwrap_or(bad.len())..];
+                }
             }
         }
     }
@@ -760,10 +854,13 @@ fn write_json_record(
     tag: &str,
     tsbuf: &mut String,
     st: &mut EncodeStats,
-) -> bool {
+) -> Option<usize> {
     let mut inv = 0;
-    let ok = if inject.is_empty() {
-        write_value(out, rec, 0, &mut inv, 0).is_some()
+    let used = if inject.is_empty() {
+        match *rec.first()? {
+            0x80..=0x8f | 0xde | 0xdf => write_value(out, rec, 0, &mut inv, 0),
+            _ => None,
+        }
     } else {
         (|| {
             let (n, hl) = read_map_len(rec)?;
@@ -802,13 +899,12 @@ fn write_json_record(
                 write_inject_value(out, inject, time, tsbuf, true);
             }
             out.push(b'}');
-            Some(())
+            Some(p)
         })()
-        .is_some()
     };
     out.push(b'\n');
     st.invalid_utf8 += inv;
-    ok
+    used
 }
 
 fn write_single_value(

@@ -911,7 +911,7 @@ mod tests {
         )
         .unwrap();
         let id = ChunkId([1; 16]);
-        let slice = 1_700_000_100 - 1_700_000_100 % 300;
+        let slice: i64 = 1_700_000_100 / 300 * 300;
         let k = ck("condor", slice);
         let inp = KeyInput {
             time: slice,

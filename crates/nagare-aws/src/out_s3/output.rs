@@ -188,7 +188,7 @@ impl S3Output {
                     source,
                 })?;
         }
-        Ok(Self::with_store(cfg, store)?)
+        Self::with_store(cfg, store)
     }
 
     /// Like [`S3Output::start`], from synchronous code (plugin building): runs on a helper

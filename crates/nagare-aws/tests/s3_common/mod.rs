@@ -123,7 +123,12 @@ pub fn corpus() -> Vec<Line> {
         let tag = v["tag"].as_str().unwrap().to_string();
         let time = v["time"].as_u64().unwrap() as u32;
         let rec = v["record"].as_object().unwrap();
-        let get = |k: &str| rec.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let get = |k: &str| {
+            rec.get(k)
+                .and_then(|x| x.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
         let service = tag.split('.').nth(1).unwrap_or("").to_string();
         if get("partial_message") == "true" {
             let pid = get("partial_id");
@@ -225,7 +230,10 @@ pub fn synthetic(service: &str, time: u32, tagn: usize, n: usize, prefix: &str) 
             fields: vec![
                 ("container_id".into(), format!("c{tagn}")),
                 ("source".into(), "stdout".into()),
-                ("log".into(), format!("{prefix}-{i} {}", "payload ".repeat(i % 40))),
+                (
+                    "log".into(),
+                    format!("{prefix}-{i} {}", "payload ".repeat(i % 40)),
+                ),
             ],
         })
         .collect()
@@ -251,13 +259,23 @@ pub async fn drive(
     retry_wait: Duration,
     deadline: Duration,
 ) -> Outcome {
-    let queue = Arc::new(Mutex::new(chunks.into_iter().map(|c| (c, 0u32)).collect::<VecDeque<_>>()));
+    let queue = Arc::new(Mutex::new(
+        chunks
+            .into_iter()
+            .map(|c| (c, 0u32))
+            .collect::<VecDeque<_>>(),
+    ));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let result = Arc::new(Mutex::new(Outcome::default()));
     let end = Instant::now() + deadline;
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..workers {
-        let (q, inf, res, out) = (queue.clone(), in_flight.clone(), result.clone(), out.clone());
+        let (q, inf, res, out) = (
+            queue.clone(),
+            in_flight.clone(),
+            result.clone(),
+            out.clone(),
+        );
         set.spawn(async move {
             loop {
                 if Instant::now() > end {
@@ -329,7 +347,11 @@ pub fn decode(key: &str, body: &[u8]) -> String {
 pub async fn read_all(store: &dyn ObjectStore, prefix: &str) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for k in store.list(prefix).await.expect("list") {
-        let body = store.get(&k).await.expect("get").expect("listed object exists");
+        let body = store
+            .get(&k)
+            .await
+            .expect("get")
+            .expect("listed object exists");
         let text = decode(&k, &body);
         out.insert(k, text.lines().map(str::to_string).collect());
     }
@@ -365,7 +387,10 @@ pub fn assert_exactly_once(objects: &BTreeMap<String, Vec<String>>, expected: &[
         .map(|(k, n)| format!("{n}x {}", k.chars().take(120).collect::<String>()))
         .take(3)
         .collect();
-    assert!(missing.is_empty(), "lines missing from the objects: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "lines missing from the objects: {missing:?}"
+    );
     assert!(dup.is_empty(), "lines duplicated or unexpected: {dup:?}");
     assert_eq!(total, expected.len(), "line count");
 }
@@ -390,7 +415,10 @@ pub fn faultproxy(upstream_port: u16) -> Option<(std::process::Child, u16)> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn faultproxy.py");
-    assert!(moto::wait_for_port(port, Duration::from_secs(10)), "faultproxy did not start");
+    assert!(
+        moto::wait_for_port(port, Duration::from_secs(10)),
+        "faultproxy did not start"
+    );
     Some((child, port))
 }
 
@@ -426,7 +454,9 @@ pub fn dedicated_moto(env: &[(&str, &str)]) -> Option<(std::process::Child, u16)
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("CI=true but .ci/venv/bin/moto_server is missing (run .ci/install-deps.sh)");
         }
-        eprintln!("SKIPPED: moto not installed (.ci/venv/bin/moto_server); run .ci/install-deps.sh");
+        eprintln!(
+            "SKIPPED: moto not installed (.ci/venv/bin/moto_server); run .ci/install-deps.sh"
+        );
         return None;
     };
     let port = moto::free_port();
@@ -438,7 +468,10 @@ pub fn dedicated_moto(env: &[(&str, &str)]) -> Option<(std::process::Child, u16)
         "from moto.server import main\nmain(['-H', '127.0.0.1', '-p', '{port}'])\n"
     ));
     let child = moto::spawn_python(&py, &code, true).expect("spawn moto");
-    assert!(moto::wait_for_port(port, Duration::from_secs(30)), "moto did not start");
+    assert!(
+        moto::wait_for_port(port, Duration::from_secs(30)),
+        "moto did not start"
+    );
     Some((child, port))
 }
 

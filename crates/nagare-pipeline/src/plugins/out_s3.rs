@@ -279,7 +279,6 @@ fn unescape(s: &str) -> String {
 /// The moto helper shared with nagare-aws's tests (spawns `.ci/venv/bin/moto_server`).
 #[cfg(test)]
 #[path = "../../../nagare-aws/tests/common/moto.rs"]
-#[allow(dead_code)]
 mod moto;
 
 #[cfg(test)]
@@ -389,6 +388,7 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/sample.jsonl");
         let text = std::fs::read_to_string(&path).expect("the corpus");
         let mut wires = Vec::new();
+        #[allow(clippy::type_complexity)]
         let mut lines: Vec<(String, u32, Vec<(String, String)>)> = Vec::new();
         let mut open: BTreeMap<String, usize> = BTreeMap::new();
         for l in text.lines().filter(|l| !l.trim().is_empty()) {
