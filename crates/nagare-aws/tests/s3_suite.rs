@@ -401,6 +401,11 @@ async fn store_as_and_formats(b: Backend) {
         out.write(&chunk("condor", 1_700_000_000, &refs))
             .await
             .unwrap();
+        assert_eq!(
+            out.pooled_body_buffers(),
+            1,
+            "the body buffer came back to the pool"
+        );
         let objects = read_all(&*out.store(), "").await;
         let key = objects.keys().next().unwrap();
         assert_eq!(key, &format!("2023111422_0.{}", store_as.extension()));

@@ -591,6 +591,7 @@ fn escape_run(out: &mut Vec<u8>, s: &[u8]) -> bool {
 }
 
 /// Writes `s` as a JSON string; invalid UTF-8 becomes U+FFFD (counted).
+#[inline(always)]
 pub fn write_json_str(out: &mut Vec<u8>, s: &[u8], invalid: &mut usize) {
     let start = out.len();
     out.push(b'"');
@@ -710,7 +711,13 @@ fn write_value(
             write_f64(out, f64::from_be_bytes(s[1..9].try_into().ok()?));
             Some(end)
         }
-        0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => {
+        0xa0..=0xbf => {
+            // fixstr: the common case (keys and short values), decoded inline.
+            let end = 1 + (b & 0x1f) as usize;
+            write_json_str(out, s.get(1..end)?, invalid);
+            Some(pos + end)
+        }
+        0xd9..=0xdb | 0xc4..=0xc6 => {
             let (a, e) = read_str_or_bin(s)?;
             write_json_str(out, &s[a..e], invalid);
             Some(pos + e)
@@ -856,6 +863,9 @@ fn write_json_record(
     st: &mut EncodeStats,
 ) -> Option<usize> {
     let mut inv = 0;
+    // Room for the whole line at once (escapes rarely double it): the writes below then never
+    // reallocate.
+    out.reserve(rec.len() + rec.len() / 4 + 64);
     let used = if inject.is_empty() {
         match *rec.first()? {
             0x80..=0x8f | 0xde | 0xdf => write_value(out, rec, 0, &mut inv, 0),

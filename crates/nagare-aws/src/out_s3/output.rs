@@ -235,6 +235,18 @@ impl S3Output {
         self.inner.store.clone()
     }
 
+    /// Body buffers waiting in the pool for the next chunk (a written body comes back to the
+    /// pool once the store let go of it; tests check that it does).
+    #[doc(hidden)]
+    pub fn pooled_body_buffers(&self) -> usize {
+        self.inner
+            .bodies
+            .items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     /// The compiled key template.
     pub fn key_template(&self) -> &KeyTemplate {
         &self.inner.key
