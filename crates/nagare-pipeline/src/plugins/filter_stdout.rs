@@ -3,7 +3,6 @@
 use crate::plugin::{ErrorEvent, Filter};
 use crate::BuildCtx;
 use nagare_config::{ConfigError, Section};
-use nagare_core::json::{write_record, JsonStats};
 use nagare_core::EventStream;
 use std::io::Write;
 use std::sync::Arc;
@@ -19,16 +18,8 @@ pub fn build(sec: &Section, _ctx: &mut BuildCtx) -> Result<Arc<dyn Filter>, Conf
 
 impl Filter for StdoutFilter {
     fn filter(&self, stream: &mut EventStream, _errors: &mut Vec<ErrorEvent>) {
-        let mut out = Vec::new();
-        let mut st = JsonStats::default();
-        for e in &stream.events {
-            out.extend_from_slice(super::out_stdout::format_time(e.time).as_bytes());
-            out.push(b' ');
-            out.extend_from_slice(stream.tag.as_bytes());
-            out.extend_from_slice(b": ");
-            write_record(&mut out, e.record.as_bytes(), &mut st);
-            out.push(b'\n');
-        }
-        let _ = std::io::stdout().lock().write_all(&out);
+        let _ = std::io::stdout()
+            .lock()
+            .write_all(&super::out_stdout::lines(stream));
     }
 }

@@ -48,19 +48,25 @@ pub fn format_time(t: EventTime) -> String {
     )
 }
 
+/// `TIME TAG: JSON` lines for every event of `stream` (out_stdout and filter_stdout).
+pub fn lines(stream: &EventStream) -> Vec<u8> {
+    let mut out = Vec::with_capacity(stream.record_bytes() * 2);
+    let mut st = JsonStats::default();
+    for e in &stream.events {
+        out.extend_from_slice(format_time(e.time).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(stream.tag.as_bytes());
+        out.extend_from_slice(b": ");
+        write_record(&mut out, e.record.as_bytes(), &mut st);
+        out.push(b'\n');
+    }
+    out
+}
+
 #[async_trait::async_trait]
 impl OutputPlugin for StdoutOutput {
     async fn emit(&self, stream: EventStream) -> Result<Committed, EmitError> {
-        let mut out = Vec::with_capacity(stream.record_bytes() * 2);
-        let mut st = JsonStats::default();
-        for e in &stream.events {
-            out.extend_from_slice(format_time(e.time).as_bytes());
-            out.push(b' ');
-            out.extend_from_slice(stream.tag.as_bytes());
-            out.extend_from_slice(b": ");
-            write_record(&mut out, e.record.as_bytes(), &mut st);
-            out.push(b'\n');
-        }
+        let out = lines(&stream);
         let mut so = std::io::stdout().lock();
         so.write_all(&out)
             .map_err(|_| EmitError::new("stdout_write_failed"))?;
