@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real Fluentd clients that the interop tests spawn (see tests/clients/README.md):
-#   - Debian packages: golang-go, golang-github-fluent-fluent-logger-golang-dev (v1.9.0), python3-venv
+#   - Debian packages: golang-go, golang-github-fluent-fluent-logger-golang-dev (v1.9.0), python3-venv,
+#     haproxy (the NLB stand-in of tests/tests/full_chain.rs)
 #   - a Python venv at .ci/venv with pinned fluent-logger, msgpack and moto[server]
 #   - the Go Docker-driver stand-in built into target/interop/dockerlike (GOPATH mode, offline)
 # Idempotent; run as root from anywhere (it works relative to the repo root). Fails on any error.
@@ -15,7 +16,7 @@ cd "$ROOT"
 FLUENT_LOGGER_VERSION="0.11.1"
 MSGPACK_VERSION="1.2.4"
 MOTO_VERSION="5.2.5"
-APT_PACKAGES=(golang-go golang-github-fluent-fluent-logger-golang-dev python3-venv)
+APT_PACKAGES=(golang-go golang-github-fluent-fluent-logger-golang-dev python3-venv haproxy)
 PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.ci/venv"
 OUT_DIR="$ROOT/target/interop"
@@ -48,6 +49,8 @@ else
     log "apt packages already installed: ${APT_PACKAGES[*]}"
 fi
 command -v go >/dev/null || die "go not on PATH after installing golang-go"
+# Debian puts haproxy in /usr/sbin (not on every user's PATH; the tests look there too).
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || die "haproxy missing after installing it"
 FLG_DIR=/usr/share/gocode/src/github.com/fluent/fluent-logger-golang/fluent
 [ -f "$FLG_DIR/fluent.go" ] || die "fluent-logger-golang sources missing under $FLG_DIR"
 
@@ -97,4 +100,5 @@ $("$VENV/bin/python" -m pip list --disable-pip-version-check --format=freeze 2>/
     | grep -iE '^(fluent-logger|msgpack|moto)==' | sed 's/^/    /')
   python client: $VENV/bin/python tests/clients/fluent_sender.py
   go client:     $OUT_DIR/dockerlike ($("$OUT_DIR/dockerlike" -version))
+  haproxy:       $( (/usr/sbin/haproxy -v 2>/dev/null || haproxy -v) | head -1)
 EOF

@@ -538,6 +538,7 @@ resource "aws_ecs_task_definition" "forwarder" {
       environment = [
         { name = "AWS_REGION", value = local.region },
         { name = "NAGARE_S3_BUCKET", value = var.s3_bucket_name },
+        { name = "NAGARE_S3_ENDPOINT", value = "" }, # empty: AWS S3 (default: the on-disk store)
         { name = "NAGARE_AGGREGATOR_HOST", value = aws_lb.aggregators.dns_name },
         { name = "NAGARE_AGGREGATOR_PORT", value = tostring(local.forward_port) },
         { name = "NAGARE_BIND", value = "0.0.0.0" },

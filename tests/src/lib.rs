@@ -264,6 +264,29 @@ impl Proc {
     /// [`Proc::start`], returning an error (with the log tail) instead of panicking when the
     /// process exits or never becomes ready (a restart on a port that is not free yet).
     pub fn try_start(role: Role, name: &str, dir: &Path, config: &str) -> Result<Proc, String> {
+        Proc::try_start_with_env(role, name, dir, config, &[])
+    }
+
+    /// [`Proc::start`] with extra environment variables for the process (the examples take
+    /// their ports, directories and endpoints from `ENV`).
+    pub fn start_with_env(
+        role: Role,
+        name: &str,
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Proc {
+        Proc::try_start_with_env(role, name, dir, config, env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Proc::try_start`] with extra environment variables for the process.
+    pub fn try_start_with_env(
+        role: Role,
+        name: &str,
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Proc, String> {
         let conf = dir.join(format!("{name}.conf"));
         // Tests stop processes with SIGTERM; unless a test is about the accept period, don't
         // make every stop wait for it.
@@ -289,6 +312,7 @@ impl Proc {
             .arg(&ready)
             .args(["--log-format", "text", "--log-level", "info"])
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out_file)
             .stderr(err_file)
@@ -1077,6 +1101,191 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("bad status line from {addr}: {head}"))?;
     Ok((status, body.to_string()))
+}
+
+// ---- moto and HAProxy ----------------------------------------------------------------------
+
+/// A free port on 127.0.0.1 (bound and released: for configs that need a port before the
+/// process starts, e.g. HAProxy's targets).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Waits (bounded) until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The `.ci/venv` interpreter when moto (and so boto3) is installed there.
+pub fn venv_python() -> Option<PathBuf> {
+    let bin = workspace_root().join(".ci/venv/bin");
+    (bin.join("moto_server").exists() && bin.join("python").exists()).then(|| bin.join("python"))
+}
+
+/// Python that runs the code after it and exits when its parent (the test binary) is gone.
+const WATCHDOG: &str = r#"import os, sys, threading, time
+ppid = os.getppid()
+def watch():
+    while os.getppid() == ppid:
+        time.sleep(0.5)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+"#;
+
+/// The moto endpoint (`http://127.0.0.1:PORT`) shared by this test binary: `NAGARE_MOTO_ENDPOINT`
+/// when set (`.ci/run` exports it), else a `moto_server` spawned once from `.ci/venv` under a
+/// watchdog (it exits with the test process). `None` after reporting through [`missing`].
+/// Tests share it: use unique bucket, group and stream names.
+pub fn moto(test: &str) -> Option<String> {
+    static MOTO: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    let m = MOTO.get_or_init(|| {
+        if let Ok(ep) = std::env::var("NAGARE_MOTO_ENDPOINT") {
+            return Ok(ep.trim_end_matches('/').to_string());
+        }
+        let py = venv_python().ok_or_else(|| {
+            "moto not installed (.ci/venv/bin/moto_server) and NAGARE_MOTO_ENDPOINT not set"
+                .to_string()
+        })?;
+        let port = free_port();
+        let code = format!(
+            "{WATCHDOG}from moto.server import main\nmain(['-H', '127.0.0.1', '-p', '{port}'])\n"
+        );
+        let quiet = std::env::var_os("NAGARE_TEST_VERBOSE").is_none();
+        let mut cmd = Command::new(&py);
+        cmd.arg("-c").arg(code).stdin(Stdio::null());
+        if quiet {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("spawn moto_server: {e}"))?;
+        if !wait_for_port(port, Duration::from_secs(60)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("moto_server did not start on 127.0.0.1:{port}"));
+        }
+        // The watchdog ends it with this process; dropping the handle neither kills nor waits.
+        drop(child);
+        Ok(format!("http://127.0.0.1:{port}"))
+    });
+    match m {
+        Ok(ep) => Some(ep.clone()),
+        Err(e) => {
+            missing(test, e, INSTALL_HINT);
+            None
+        }
+    }
+}
+
+/// HAProxy (`NAGARE_HAPROXY` overrides the `haproxy` on PATH or in /usr/sbin). `None` after
+/// reporting through [`missing`].
+pub fn haproxy_binary(test: &str) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = match std::env::var_os("NAGARE_HAPROXY") {
+        Some(p) => vec![PathBuf::from(p)],
+        None => std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+            .map(|d| d.join("haproxy"))
+            .collect(),
+    };
+    match candidates.into_iter().find(|p| p.is_file()) {
+        Some(p) => Some(p),
+        None => {
+            missing(
+                test,
+                "haproxy not found (Debian package `haproxy`)",
+                INSTALL_HINT,
+            );
+            None
+        }
+    }
+}
+
+/// One HAProxy backend server: its forward port and its admin port (HTTP `/health` check).
+#[derive(Debug, Clone, Copy)]
+pub struct NlbTarget {
+    pub port: u16,
+    pub admin_port: u16,
+}
+
+/// HAProxy in TCP mode standing in for an NLB (`../shared/tools/README.md`): round robin over
+/// `targets`, each checked with `GET /health` on its admin port (out after 2 failures, back
+/// after 2 successes, every 500 ms), on 127.0.0.1:`port`. Killed (SIGKILL) on drop.
+pub struct Nlb {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Nlb {
+    pub fn start(haproxy: &Path, dir: &Path, targets: &[NlbTarget]) -> Nlb {
+        let port = free_port();
+        let mut cfg = format!(
+            "global\n    maxconn 256\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    \
+             timeout server 60s\n    retries 3\n    option redispatch\n\
+             frontend nlb\n    bind 127.0.0.1:{port}\n    default_backend aggregators\n\
+             backend aggregators\n    balance roundrobin\n    option httpchk GET /health\n"
+        );
+        for (i, t) in targets.iter().enumerate() {
+            cfg.push_str(&format!(
+                "    server a{} 127.0.0.1:{} check port {} inter 500ms fall 2 rise 2\n",
+                i + 1,
+                t.port,
+                t.admin_port
+            ));
+        }
+        let conf = dir.join("nlb.cfg");
+        std::fs::write(&conf, &cfg).unwrap_or_else(|e| panic!("write {}: {e}", conf.display()));
+        let log = dir.join("haproxy.log");
+        let out = File::create(&log).expect("create haproxy log");
+        let err = out.try_clone().expect("clone haproxy log");
+        let child = Command::new(haproxy)
+            .arg("-f")
+            .arg(&conf)
+            .arg("-db")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", haproxy.display()));
+        let mut nlb = Nlb { child, port, log };
+        if !wait_for_port(port, Duration::from_secs(15)) {
+            let text = std::fs::read_to_string(&nlb.log).unwrap_or_default();
+            nlb.kill();
+            panic!("haproxy did not listen on 127.0.0.1:{port}; config:\n{cfg}\nlog:\n{text}");
+        }
+        nlb
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Nlb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- haproxy log ({}) ---\n{}",
+                self.log.display(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        self.kill();
+    }
 }
 
 #[cfg(test)]

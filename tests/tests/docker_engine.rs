@@ -702,8 +702,10 @@ fn replace_once(s: &mut String, from: &str, to: &str) {
     *s = s.replacen(from, to, 1);
 }
 
-/// `examples/forwarder.conf` with its ENV knobs set, the aggregator store `@type null`, and the
-/// admin endpoint on 127.0.0.1, port 0.
+/// `examples/forwarder.conf` with its ENV knobs set, the S3 store swapped for JSON-lines files
+/// under `<data>/s3/<service>/` (tag and time injected, so every line can be matched to its
+/// container; tests/tests/full_chain.rs runs the real S3 output), the aggregator store
+/// `@type null`, and the admin endpoint on 127.0.0.1, port 0.
 fn forwarder_config(data_dir: &Path, port: u16) -> String {
     let path = workspace_root().join("examples/forwarder.conf");
     let mut s =
@@ -720,28 +722,40 @@ fn forwarder_config(data_dir: &Path, port: u16) -> String {
     );
     replace_once(
         &mut s,
-        "#{ENV.fetch('NAGARE_DATA_DIR', '/var/lib/nagare')}",
-        &data_dir.display().to_string(),
-    );
-    replace_once(
-        &mut s,
         "<system>\n",
         "<system>\n  admin_bind 127.0.0.1\n  admin_port 0\n",
     );
-    let at = s.find("@id to_aggregators").expect("the aggregator store");
-    let a = s[..at]
-        .rfind("<store>")
-        .expect("<store> before to_aggregators");
-    let b = at
-        + s[at..]
-            .find("</store>")
-            .expect("</store> after to_aggregators")
-        + "</store>".len();
-    s.replace_range(
-        a..b,
+    let s3_standin = format!(
+        "<store>\n      @type file\n      @id s3_archive\n      \
+         path {}/s3/${{tag[1]}}/%Y/%m/%d/%H.jsonl\n      append true\n      \
+         <format>\n        @type json\n      </format>\n      \
+         <inject>\n        tag_key tag\n        time_key time\n      </inject>\n      \
+         <buffer tag,time>\n        timekey 1h\n      </buffer>\n    </store>",
+        data_dir.display()
+    );
+    replace_store(&mut s, "@id s3_archive", &s3_standin);
+    replace_store(
+        &mut s,
+        "@id to_aggregators",
         "<store>\n      @type null\n      @id to_aggregators\n    </store>",
     );
     s
+}
+
+/// Replaces the `<store>` ... `</store>` that contains `id_line` with `with`.
+fn replace_store(s: &mut String, id_line: &str, with: &str) {
+    let at = s
+        .find(id_line)
+        .unwrap_or_else(|| panic!("examples/forwarder.conf changed: no {id_line:?}"));
+    let a = s[..at]
+        .rfind("<store>")
+        .unwrap_or_else(|| panic!("<store> before {id_line:?}"));
+    let b = at
+        + s[at..]
+            .find("</store>")
+            .unwrap_or_else(|| panic!("</store> after {id_line:?}"))
+        + "</store>".len();
+    s.replace_range(a..b, with);
 }
 
 /// Sum of `name{plugin_id="id",...}` over its other labels.

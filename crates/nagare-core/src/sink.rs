@@ -137,8 +137,19 @@ pub struct SwapGuard<'a> {
 }
 
 impl SwapGuard<'_> {
+    /// Installs `next` and lets held-back emits through (to `next`).
     pub fn install(mut self, next: std::sync::Arc<dyn EventSink>) {
         *self.guard = next;
+    }
+
+    /// Replaces the target while emits stay held back, returning the previous one. A reload
+    /// puts a placeholder in so the old pipeline can be dropped (its file buffers release
+    /// their directory locks) before the new one is built.
+    pub fn replace(
+        &mut self,
+        next: std::sync::Arc<dyn EventSink>,
+    ) -> std::sync::Arc<dyn EventSink> {
+        std::mem::replace(&mut *self.guard, next)
     }
 }
 
@@ -163,5 +174,21 @@ mod swap_tests {
         s.swap(b.clone()).await;
         s.emit(EventStream::new("t".into(), vec![])).await.unwrap();
         assert_eq!((a.streams().len(), b.streams().len()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn emits_during_a_pause_wait_and_reach_the_installed_target() {
+        let (a, b) = (MemorySink::new(), MemorySink::new());
+        let s = SwapSink::new(a.clone());
+        let mut guard = s.pause().await;
+        let old = guard.replace(MemorySink::new());
+        drop(old);
+        let s2 = std::sync::Arc::clone(&s);
+        let emit = tokio::spawn(async move { s2.emit(EventStream::new("t".into(), vec![])).await });
+        tokio::task::yield_now().await;
+        assert!(!emit.is_finished(), "an emit during a pause waits");
+        guard.install(b.clone());
+        emit.await.unwrap().unwrap();
+        assert_eq!((a.streams().len(), b.streams().len()), (0, 1));
     }
 }

@@ -5,6 +5,14 @@
 //! Enabled by `<system> admin_port` (and `admin_bind`) or by a `<source> @type monitor_agent`
 //! (`bind`, `port`, as in Fluentd). A deliberately small HTTP/1.1 server: one request per
 //! connection, bounded request size and time.
+//!
+//! The server outlives configuration reloads (see [`crate::reload`]): its listener and the
+//! process-wide metrics registry stay; the plugin list and health thresholds are replaced
+//! after each successful reload. `POST /api/config.reload` answers once the reload is done:
+//! `200 {"ok":true,...}`, `422` (the new configuration is invalid; the old one keeps
+//! running), `409` (nothing to re-read: the configuration came from stdin), `500` (the new
+//! configuration could not be started; the old one was restored), `503` (a reload is already
+//! pending), `501` (reload not wired, e.g. a pipeline started by a test).
 
 use nagare_core::health::{self, Thresholds};
 use nagare_core::metrics;
@@ -30,17 +38,44 @@ pub struct PluginInfo {
     pub config: Vec<(String, String)>,
 }
 
+/// Longest `POST /api/config.reload` waits for the reload's outcome before answering `202`
+/// (the reload goes on; its result is logged and counted).
+const RELOAD_REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// What the admin server serves.
 pub struct AdminState {
-    pub plugins: Vec<PluginInfo>,
-    pub thresholds: Thresholds,
-    /// Asks the process to reload its configuration (SIGHUP does the same).
-    pub reload: Option<tokio::sync::mpsc::Sender<()>>,
+    /// The running pipeline's plugins (replaced by a reload).
+    pub plugins: std::sync::RwLock<Vec<PluginInfo>>,
+    /// `/health` thresholds (replaced by a reload).
+    pub thresholds: std::sync::RwLock<Thresholds>,
+    /// Asks the process to reload its configuration (SIGHUP does the same); `None`: reload
+    /// is not available (`501`).
+    pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::Request>>,
+}
+
+impl AdminState {
+    pub fn new(
+        plugins: Vec<PluginInfo>,
+        thresholds: Thresholds,
+        reload: Option<tokio::sync::mpsc::Sender<crate::reload::Request>>,
+    ) -> Self {
+        AdminState {
+            plugins: std::sync::RwLock::new(plugins),
+            thresholds: std::sync::RwLock::new(thresholds),
+            reload,
+        }
+    }
+
+    /// Installs a reloaded pipeline's plugin list and thresholds.
+    pub fn update(&self, plugins: Vec<PluginInfo>, thresholds: Thresholds) {
+        *self.plugins.write().unwrap_or_else(|e| e.into_inner()) = plugins;
+        *self.thresholds.write().unwrap_or_else(|e| e.into_inner()) = thresholds;
+    }
 }
 
 fn plugins_json(st: &AdminState) -> String {
-    let list: Vec<serde_json::Value> = st
-        .plugins
+    let plugins = st.plugins.read().unwrap_or_else(|e| e.into_inner());
+    let list: Vec<serde_json::Value> = plugins
         .iter()
         .map(|p| {
             let l = [("plugin_id", p.id.as_str())];
@@ -149,34 +184,69 @@ async fn handle(mut s: TcpStream, st: Arc<AdminState>) {
             "text/plain; version=0.0.4",
             &metrics::render_prometheus(),
         ),
-        ("GET", "/health") | ("GET", "/api/health") => match health::check(&st.thresholds) {
-            Ok(()) => response("200 OK", "text/plain", "ok\n"),
-            Err(reasons) => response(
-                "503 Service Unavailable",
-                "text/plain",
-                &(reasons.join("\n") + "\n"),
-            ),
-        },
-        ("GET", "/api/plugins.json") => response("200 OK", "application/json", &plugins_json(&st)),
-        ("POST", "/api/config.reload") | ("GET", "/api/config.reload") => match &st.reload {
-            Some(tx) if tx.try_send(()).is_ok() => {
-                response("200 OK", "application/json", "{\"ok\":true}\n")
+        ("GET", "/health") | ("GET", "/api/health") => {
+            match health::check(&st.thresholds.read().unwrap_or_else(|e| e.into_inner())) {
+                Ok(()) => response("200 OK", "text/plain", "ok\n"),
+                Err(reasons) => response(
+                    "503 Service Unavailable",
+                    "text/plain",
+                    &(reasons.join("\n") + "\n"),
+                ),
             }
-            Some(_) => response(
-                "503 Service Unavailable",
-                "application/json",
-                "{\"ok\":false,\"error\":\"reload already pending\"}\n",
-            ),
-            None => response(
-                "501 Not Implemented",
-                "application/json",
-                "{\"ok\":false,\"error\":\"reload not available\"}\n",
-            ),
-        },
+        }
+        ("GET", "/api/plugins.json") => response("200 OK", "application/json", &plugins_json(&st)),
+        ("POST", "/api/config.reload") | ("GET", "/api/config.reload") => reload(&st).await,
         _ => response("404 Not Found", "text/plain", "not found\n"),
     };
     let _ = s.write_all(&resp).await;
     let _ = s.shutdown().await;
+}
+
+/// Asks for a reload and answers with its outcome.
+async fn reload(st: &AdminState) -> Vec<u8> {
+    use crate::reload::ReloadError;
+    let j = "application/json";
+    let Some(tx) = &st.reload else {
+        return response(
+            "501 Not Implemented",
+            j,
+            "{\"ok\":false,\"error\":\"reload not available\"}\n",
+        );
+    };
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    let req = crate::reload::Request {
+        reply: Some(reply),
+        origin: "admin",
+    };
+    if tx.try_send(req).is_err() {
+        return response(
+            "503 Service Unavailable",
+            j,
+            "{\"ok\":false,\"error\":\"reload already pending\"}\n",
+        );
+    }
+    match tokio::time::timeout(RELOAD_REPLY_TIMEOUT, outcome).await {
+        Ok(Ok(Ok(report))) => response("200 OK", j, &(report.to_json().to_string() + "\n")),
+        Ok(Ok(Err(e))) => {
+            let status = match &e {
+                ReloadError::Invalid(_) => "422 Unprocessable Entity",
+                ReloadError::Refused(_) => "409 Conflict",
+                ReloadError::Failed(_) => "500 Internal Server Error",
+            };
+            let body = json!({"ok": false, "result": e.kind(), "error": e.to_string()});
+            response(status, j, &(body.to_string() + "\n"))
+        }
+        Ok(Err(_)) => response(
+            "503 Service Unavailable",
+            j,
+            "{\"ok\":false,\"error\":\"the process is shutting down\"}\n",
+        ),
+        Err(_) => response(
+            "202 Accepted",
+            j,
+            "{\"ok\":null,\"error\":\"reload still in progress; see the log and nagare_config_reloads_total\"}\n",
+        ),
+    }
 }
 
 /// Serves until `shutdown` fires.

@@ -1,5 +1,12 @@
 //! The command line shared by `nagare-forwarder` and `nagare-aggregator`.
+//!
+//! Signals: SIGTERM/SIGINT start the shutdown (accept period, then inputs stop, then outputs
+//! drain; a second one exits at once). SIGHUP reloads the configuration file (see
+//! [`crate::reload`]); so does `POST /api/config.reload` on the admin endpoint. A SIGHUP that
+//! arrives while a reload is pending is merged into it (the pending one reads the file
+//! anyway). After a successful reload the `--ready-file` is rewritten (inputs may change).
 
+use crate::reload::ConfigSource;
 use crate::Pipeline;
 use clap::{Parser, Subcommand, ValueEnum};
 use nagare_config::{parse_file, parse_str, parse_yaml_str, Section};
@@ -21,12 +28,10 @@ impl Role {
             Role::Aggregator => "nagare-aggregator",
         }
     }
-    /// The configuration used when no `-c` is given.
-    pub fn default_config(self) -> &'static str {
-        match self {
-            Role::Forwarder => include_str!("../defaults/forwarder.conf"),
-            Role::Aggregator => include_str!("../defaults/aggregator.conf"),
-        }
+    /// The configuration used when no `-c` is given, rendered with this process's environment
+    /// (see [`crate::defaults`]); an error names the environment variable to fix.
+    pub fn default_config(self) -> Result<String, String> {
+        crate::defaults::render_from_env(self)
     }
 }
 
@@ -114,7 +119,7 @@ enum BufferAction {
 
 fn load(path: Option<&Path>, role: Role) -> Result<Section, String> {
     match path {
-        None => parse_str(role.default_config(), Path::new("<built-in default>"))
+        None => parse_str(&role.default_config()?, Path::new("<built-in default>"))
             .map_err(|e| e.to_string()),
         Some(p) if p == Path::new("-") => {
             let mut s = String::new();
@@ -158,8 +163,16 @@ pub fn main(role: Role) -> ExitCode {
         return buffer_tool(action);
     }
     if args.print_default_config {
-        print!("{}", role.default_config());
-        return ExitCode::SUCCESS;
+        return match role.default_config() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", role.name());
+                ExitCode::from(2)
+            }
+        };
     }
     init_tracing(&args);
     let root = match load(args.config.as_deref(), role) {
@@ -203,35 +216,68 @@ pub fn main(role: Role) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         let (trigger, shutdown) = nagare_core::shutdown::channel();
-        let accept_period = pipeline.accept_period();
-        let running = match pipeline.start(shutdown).await {
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        // Installed before the ready file exists, so a SIGHUP sent once it does never hits the
+        // default action (terminate).
+        #[cfg(unix)]
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let running = match pipeline
+            .start_with(
+                shutdown,
+                crate::StartOptions {
+                    reload_requests: Some(reload_tx.clone()),
+                },
+            )
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("{}: {e}", role.name());
                 return ExitCode::FAILURE;
             }
         };
+        let admin = running.admin;
         if let Some(path) = &args.ready_file {
-            let inputs: Vec<serde_json::Value> = running
-                .inputs
-                .iter()
-                .map(|i| serde_json::json!({"id": i.id, "addr": i.addr.to_string()}))
-                .collect();
-            let admin = running.admin.map(|a| a.to_string());
-            let doc =
-                serde_json::json!({"pid": std::process::id(), "inputs": inputs, "admin": admin});
-            let tmp = path.with_extension("tmp");
-            if std::fs::write(&tmp, doc.to_string())
-                .and_then(|_| std::fs::rename(&tmp, path))
-                .is_err()
-            {
-                eprintln!(
-                    "{}: cannot write ready file {}",
-                    role.name(),
-                    path.display()
-                );
+            write_ready(role, path, &running.inputs, admin);
+        }
+        let source = match args.config.as_deref() {
+            None => ConfigSource::BuiltIn(role.default_config().unwrap_or_default()),
+            Some(p) if p == Path::new("-") => ConfigSource::Stdin,
+            Some(p) => ConfigSource::File(p.to_path_buf()),
+        };
+        let ready_file = args.ready_file.clone();
+        tokio::spawn(crate::reload::serve_requests(
+            running.reload_handle(),
+            source,
+            reload_rx,
+            move |report| {
+                if let Some(path) = &ready_file {
+                    write_ready(role, path, &report.inputs, admin);
+                }
+            },
+        ));
+        #[cfg(unix)]
+        match hup {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        let req = crate::reload::Request {
+                            reply: None,
+                            origin: "SIGHUP",
+                        };
+                        if reload_tx.try_send(req).is_err() {
+                            tracing::info!("SIGHUP: a reload is already pending; merged into it");
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGHUP; configuration reload only through POST /api/config.reload");
             }
         }
+        #[cfg(not(unix))]
+        drop(reload_tx);
+        let reload_handle = running.reload_handle();
         tracing::info!(
             role = role.name(),
             version = env!("CARGO_PKG_VERSION"),
@@ -239,6 +285,7 @@ pub fn main(role: Role) -> ExitCode {
         );
         tokio::spawn(async move {
             wait_for_signal().await;
+            let accept_period = reload_handle.accept_period();
             tracing::info!(
                 accept_period_ms = accept_period.as_millis() as u64,
                 "shutdown requested: inputs keep accepting for shutdown_accept_period, then stop; then outputs drain within shutdown_drain_timeout (a second signal exits at once)"
@@ -260,6 +307,32 @@ pub fn main(role: Role) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Writes `{"pid", "inputs", "admin"}` to `path` atomically (temp file + rename).
+fn write_ready(
+    role: Role,
+    path: &Path,
+    inputs: &[crate::BoundInput],
+    admin: Option<std::net::SocketAddr>,
+) {
+    let inputs: Vec<serde_json::Value> = inputs
+        .iter()
+        .map(|i| serde_json::json!({"id": i.id, "addr": i.addr.to_string()}))
+        .collect();
+    let admin = admin.map(|a| a.to_string());
+    let doc = serde_json::json!({"pid": std::process::id(), "inputs": inputs, "admin": admin});
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, doc.to_string())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .is_err()
+    {
+        eprintln!(
+            "{}: cannot write ready file {}",
+            role.name(),
+            path.display()
+        );
+    }
 }
 
 async fn wait_for_signal() {

@@ -11,23 +11,29 @@
 //! it is processing); then outputs get their own signal and drain within
 //! `shutdown_drain_timeout` (20 s), so the whole shutdown fits ECS's 30 s stopTimeout. File
 //! buffers keep what is left for the next start.
+//!
+//! A running pipeline can be replaced by another one built from a new configuration without
+//! closing its in_forward listeners or connections: see [`reload`] (SIGHUP, `POST
+//! /api/config.reload`).
 
 pub mod accessor;
 pub mod admin;
 pub mod buffer;
 pub mod cli;
+pub mod defaults;
 pub mod dryrun;
 pub mod parse;
 pub mod pattern;
 pub mod placeholder;
 pub mod plugin;
 pub mod plugins;
+pub mod reload;
 pub mod router;
 
 use nagare_config::{ConfigError, Section};
-use nagare_core::shutdown::{self, Shutdown};
+use nagare_core::shutdown::Shutdown;
 use nagare_core::EventSink;
-use nagare_forward::server::{InForward, InForwardConfig, InForwardStats};
+use nagare_forward::server::{InForwardConfig, InForwardStats};
 use pattern::Pattern;
 use plugin::Tasks;
 use router::Router;
@@ -104,6 +110,8 @@ impl Default for BuildCtx {
 
 struct Source {
     cfg: InForwardConfig,
+    /// The source's `@label`, if any (a reload routes a removed input's last events there).
+    label: Option<String>,
     sink: Arc<dyn EventSink>,
 }
 
@@ -115,10 +123,17 @@ pub struct Pipeline {
     warnings: Vec<String>,
     /// Keeps every label's router alive (handles hold weak references).
     routers: Vec<Arc<Router>>,
+    /// The top-level router (`ROOT`).
+    root_router: Arc<Router>,
+    /// Every `<label>`'s router, by name.
+    labels: HashMap<String, Arc<Router>>,
     inventory: Vec<admin::PluginInfo>,
     admin_addr: Option<(String, u16)>,
     health: nagare_core::health::Thresholds,
     accept_period: Duration,
+    drain_timeout: Duration,
+    /// The configuration this was built from (a failed reload rebuilds it).
+    config: Section,
 }
 
 /// An input's bound address, for `--ready-file` and tests.
@@ -131,10 +146,12 @@ pub struct BoundInput {
 
 /// A running pipeline.
 pub struct Running {
+    /// The inputs bound at start (a reload may change them: see [`Running::current_inputs`]).
     pub inputs: Vec<BoundInput>,
     /// The admin endpoint's address, when enabled.
     pub admin: Option<SocketAddr>,
     handle: tokio::task::JoinHandle<()>,
+    reload: reload::ReloadHandle,
 }
 
 impl Running {
@@ -142,6 +159,35 @@ impl Running {
     pub async fn wait(self) {
         let _ = self.handle.await;
     }
+
+    /// Replaces the running configuration by `root` (see [`reload`]): on error a pipeline
+    /// keeps running (the old one, or the previous configuration rebuilt).
+    pub async fn reload(&self, root: Section) -> reload::Outcome {
+        self.reload.reload(root).await
+    }
+
+    /// A handle for reloads that outlives [`Running::wait`].
+    pub fn reload_handle(&self) -> reload::ReloadHandle {
+        self.reload.clone()
+    }
+
+    /// The inputs bound now (after reloads).
+    pub fn current_inputs(&self) -> Vec<BoundInput> {
+        self.reload.current_inputs()
+    }
+
+    /// The current `<system> shutdown_accept_period` (a reload may change it).
+    pub fn accept_period(&self) -> Duration {
+        self.reload.accept_period()
+    }
+}
+
+/// Options of [`Pipeline::start_with`].
+#[derive(Default)]
+pub struct StartOptions {
+    /// Where `POST /api/config.reload` sends its requests (the binary's reload loop); `None`
+    /// answers `501`.
+    pub reload_requests: Option<tokio::sync::mpsc::Sender<reload::Request>>,
 }
 
 /// `<system>` parameters Nagare accepts from Fluentd configs and does not act on.
@@ -271,6 +317,7 @@ impl Pipeline {
         for c in &root.children {
             match c.name.as_str() {
                 "source" => {
+                    let label = c.param("@label").map(|l| l.value.trim().to_string());
                     let sink: Arc<dyn EventSink> = match c.param("@label") {
                         Some(l) => match labels.get(l.value.trim()) {
                             Some(r) => r.clone(),
@@ -282,6 +329,7 @@ impl Pipeline {
                     match ty {
                         "forward" => sources.push(Source {
                             cfg: plugins::in_forward::parse(c, &mut ctx)?,
+                            label,
                             sink,
                         }),
                         "monitor_agent" => {
@@ -319,10 +367,14 @@ impl Pipeline {
             routes,
             warnings: ctx.warnings,
             routers,
+            root_router,
+            labels,
             inventory: ctx.inventory,
             admin_addr: ctx.admin_addr,
             health,
             accept_period: ctx.accept_period,
+            drain_timeout: ctx.drain_timeout,
+            config: root.clone(),
         })
     }
 
@@ -343,75 +395,19 @@ impl Pipeline {
     }
 
     /// Binds inputs, starts outputs and inputs. Inputs stop when `shutdown` fires (the
-    /// binary fires it `shutdown_accept_period` after SIGTERM);
-    /// `shutdown` fires; outputs drain after all inputs stopped.
+    /// binary fires it `shutdown_accept_period` after SIGTERM); outputs drain after all
+    /// inputs stopped.
     pub async fn start(self, shutdown: Shutdown) -> std::io::Result<Running> {
-        let mut bound = Vec::new();
-        let mut servers = Vec::new();
-        for s in self.sources {
-            let srv = InForward::bind(s.cfg.clone()).await?;
-            if let Some(addr) = srv.local_addr() {
-                tracing::info!(plugin_id = %s.cfg.id, %addr, "in_forward listening");
-                bound.push(BoundInput {
-                    id: s.cfg.id.clone(),
-                    addr,
-                    stats: srv.stats().clone(),
-                });
-            }
-            servers.push((srv, s.sink));
-        }
-        let admin = match &self.admin_addr {
-            Some((bind, port)) => {
-                let l = tokio::net::TcpListener::bind((bind.as_str(), *port))
-                    .await
-                    .map_err(|e| {
-                        std::io::Error::new(
-                            e.kind(),
-                            format!("admin endpoint cannot bind {bind}:{port}: {e}"),
-                        )
-                    })?;
-                let addr = l.local_addr()?;
-                tracing::info!(%addr, "admin endpoint listening (/metrics, /health, /api/plugins.json)");
-                let st = Arc::new(admin::AdminState {
-                    plugins: self.inventory.clone(),
-                    thresholds: self.health,
-                    reload: None,
-                });
-                // The admin endpoint stays up until the outputs drained (health checks keep
-                // answering during shutdown).
-                Some((l, st, addr))
-            }
-            None => None,
-        };
-        let (out_trigger, out_shutdown) = shutdown::channel();
-        let admin_addr = admin.as_ref().map(|(_, _, a)| *a);
-        let (admin_trigger, admin_shutdown) = shutdown::channel();
-        if let Some((l, st, _)) = admin {
-            tokio::spawn(admin::serve(l, st, admin_shutdown));
-        }
-        let mut outputs = tokio::task::JoinSet::new();
-        for t in self.tasks.0 {
-            outputs.spawn(t(out_shutdown.clone()));
-        }
-        let mut inputs = tokio::task::JoinSet::new();
-        for (srv, sink) in servers {
-            inputs.spawn(srv.run(sink, shutdown.clone()));
-        }
-        let routers = self.routers;
-        let handle = tokio::spawn(async move {
-            let _keep = routers;
-            while inputs.join_next().await.is_some() {}
-            tracing::info!("inputs stopped; draining outputs");
-            out_trigger.fire();
-            while outputs.join_next().await.is_some() {}
-            tracing::info!("outputs drained");
-            admin_trigger.fire();
-        });
-        Ok(Running {
-            inputs: bound,
-            admin: admin_addr,
-            handle,
-        })
+        self.start_with(shutdown, StartOptions::default()).await
+    }
+
+    /// [`Pipeline::start`] with options (the binaries wire the admin endpoint's reload).
+    pub async fn start_with(
+        self,
+        shutdown: Shutdown,
+        opts: StartOptions,
+    ) -> std::io::Result<Running> {
+        reload::start(self, shutdown, opts).await
     }
 }
 

@@ -103,3 +103,89 @@ async fn health_is_503_while_an_output_fails_too_long() {
     trigger.fire();
     running.wait().await;
 }
+
+/// `POST /api/config.reload`: 501 when reload is not wired (a pipeline started by a test);
+/// wired as the binaries do it: 200 with the report, 422 for an invalid file (the pipeline
+/// keeps running), 409 when the configuration came from stdin.
+#[tokio::test]
+async fn config_reload_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = |v: &str| {
+        format!("<system>\n  admin_bind 127.0.0.1\n  admin_port 0\n</system>\n<source>\n  @type forward\n  @id rl_adm_in\n  bind 127.0.0.1\n  port 0\n</source>\n<match **>\n  @type {v}\n  @id rl_adm_out\n</match>\n")
+    };
+    let req = "POST /api/config.reload HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+
+    // Not wired.
+    let root = nagare_config::parse_str(&conf("null"), Path::new("admin.conf")).unwrap();
+    let (trigger, sd) = nagare_core::shutdown::channel();
+    let running = nagare_pipeline::Pipeline::build(&root)
+        .unwrap()
+        .start(sd)
+        .await
+        .unwrap();
+    let (st, body) = get(running.admin.unwrap(), req).await;
+    assert_eq!(st, 501, "{body}");
+    trigger.fire();
+    running.wait().await;
+
+    // Wired to a file.
+    let file = dir.path().join("reload.conf");
+    std::fs::write(&file, conf("null")).unwrap();
+    let root = nagare_config::parse_file(&file).unwrap();
+    for (source, ok) in [
+        (
+            nagare_pipeline::reload::ConfigSource::File(file.clone()),
+            true,
+        ),
+        (nagare_pipeline::reload::ConfigSource::Stdin, false),
+    ] {
+        std::fs::write(&file, conf("null")).unwrap();
+        let (trigger, sd) = nagare_core::shutdown::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let running = nagare_pipeline::Pipeline::build(&root)
+            .unwrap()
+            .start_with(
+                sd,
+                nagare_pipeline::StartOptions {
+                    reload_requests: Some(tx),
+                },
+            )
+            .await
+            .unwrap();
+        tokio::spawn(nagare_pipeline::reload::serve_requests(
+            running.reload_handle(),
+            source,
+            rx,
+            |_| {},
+        ));
+        let admin = running.admin.unwrap();
+        if ok {
+            std::fs::write(&file, conf("stdout")).unwrap();
+            let (st, body) = get(admin, req).await;
+            assert_eq!(st, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["ok"], true);
+            assert_eq!(v["kept_inputs"], serde_json::json!(["rl_adm_in"]));
+            let (_, plugins) = get(admin, "GET /api/plugins.json HTTP/1.1\r\n\r\n").await;
+            assert!(plugins.contains("\"type\":\"stdout\""), "{plugins}");
+
+            std::fs::write(&file, conf("no_such_output")).unwrap();
+            let (st, body) = get(admin, req).await;
+            assert_eq!(st, 422, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["result"], "invalid");
+            assert!(
+                v["error"].as_str().unwrap().contains("reload.conf:11:"),
+                "{body}"
+            );
+            let (st, _) = get(admin, "GET /health HTTP/1.1\r\n\r\n").await;
+            assert_eq!(st, 200, "the running pipeline is kept");
+        } else {
+            let (st, body) = get(admin, req).await;
+            assert_eq!(st, 409, "{body}");
+            assert!(body.contains("stdin"), "{body}");
+        }
+        trigger.fire();
+        running.wait().await;
+    }
+}

@@ -1,14 +1,18 @@
 //! The Docker corpus (`../shared/corpus/sample.jsonl`, or `NAGARE_CORPUS`) through the seed
-//! examples, in process: `examples/aggregator.conf` and `examples/forwarder.conf` are built as
-//! written (only their `ENV` knobs set: 127.0.0.1, port 0, a temp data dir, the aggregator's
-//! address), the forwarder's out_forward sends to the aggregator, and a small sender replays
-//! the corpus as Docker's fluentd driver does: one connection per `container_id`, in file
-//! order, Message mode `[tag, int32 time, record, {}]`.
+//! examples, in process: `examples/forwarder.conf` is built as written (only its `ENV` knobs
+//! set: 127.0.0.1, port 0, a temp data dir, the aggregator's address, and S3 on the embedded
+//! on-disk store, `file://`); `examples/aggregator.conf` likewise, except that its CloudWatch
+//! Logs `<match>` is swapped for a `@type file` stand-in, one file per service (the log group)
+//! and host (the stream), so this test needs no AWS endpoint (tests/tests/full_chain.rs runs
+//! the real output against moto). The forwarder's out_forward sends to the aggregator, and a
+//! small sender replays the corpus as Docker's fluentd driver does: one connection per
+//! `container_id`, in file order, Message mode `[tag, int32 time, record, {}]`.
 //!
-//! Checked against the manifest: every line reaches the S3 stand-in once with its partial
-//! pieces rejoined byte for byte, the health checks are dropped, `.audit`/`.app` as the
-//! rewrite rules say, every JSON line parsed and the plain-text lines kept and counted; the
-//! aggregator writes exactly the error/fatal lines, one file per service.
+//! Checked against the manifest: every line reaches S3 once (gzipped JSON lines under
+//! `applications/<service>/<kind>/...`) with its partial pieces rejoined byte for byte, the
+//! health checks are dropped, `audit`/`app` as the rewrite rules say, every JSON line parsed
+//! and the plain-text lines kept and counted; the aggregator writes exactly the error/fatal
+//! lines, one file per service.
 
 use bytes::BytesMut;
 use nagare_config::ParseOptions;
@@ -157,6 +161,92 @@ fn docker_message(out: &mut BytesMut, w: &Wire) {
     out[at] = 0xd2;
 }
 
+/// Every line of every object under the embedded S3 store's bucket directory `bucket`,
+/// gunzipped and parsed, with the tag the key implies: `docker.<service>.?.<kind>` from
+/// `applications/<service>/<kind>/YYYY/MM/DD/HH/MM_<host>_<n>.gz` (the container id is not
+/// in the key: `?`). Temporary files (`.nagare-tmp/`) are skipped.
+fn read_s3(bucket: &Path) -> Vec<(PathBuf, serde_json::Map<String, J>)> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut stack = vec![bucket.join("applications")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(bucket)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let parts: Vec<&str> = rel.split('/').collect();
+            assert_eq!(parts.len(), 8, "{rel}: not the seed layout");
+            assert!(rel.ends_with(".gz"), "{rel}");
+            let tag = format!("docker.{}.?.{}", parts[1], parts[2]);
+            let mut text = String::new();
+            flate2::read::MultiGzDecoder::new(std::fs::File::open(&p).unwrap())
+                .read_to_string(&mut text)
+                .unwrap_or_else(|e| panic!("{rel} does not gunzip: {e}"));
+            for l in text.lines() {
+                let J::Object(mut m) = serde_json::from_str::<J>(l).unwrap() else {
+                    panic!("not an object: {l}")
+                };
+                assert!(!m.contains_key("tag"), "{rel}: the example injects no tag");
+                m.insert("tag".into(), J::String(tag.clone()));
+                out.push((p.clone(), m));
+            }
+        }
+    }
+    out
+}
+
+async fn wait_for_s3(bucket: &Path, n: usize) -> Vec<(PathBuf, serde_json::Map<String, J>)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = read_s3(bucket);
+        if got.len() >= n || tokio::time::Instant::now() > deadline {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let got = read_s3(bucket);
+            assert_eq!(got.len(), n, "S3: lines under {}", bucket.display());
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// examples/aggregator.conf with its `@type cloudwatch_logs` `<match>` replaced by JSON-lines
+/// files, `<data>/cloudwatch/<service>/<host>.jsonl` (tag and time injected).
+fn aggregator_with_file_standin() -> String {
+    let text = std::fs::read_to_string(example("aggregator.conf")).unwrap();
+    let at = text
+        .find("@type cloudwatch_logs")
+        .expect("the CloudWatch output");
+    let a = text[..at].rfind("<match").expect("its <match>");
+    let b = at + text[at..].find("</match>").expect("its </match>") + "</match>".len();
+    let standin = r##"<match docker.**>
+  @type file
+  @id cloudwatch_standin
+  path "#{ENV.fetch('NAGARE_DATA_DIR')}/cloudwatch/${service}/#{Socket.gethostname}.jsonl"
+  append true
+  <format>
+    @type json
+  </format>
+  <inject>
+    tag_key tag
+    time_key time
+  </inject>
+  <buffer tag,service>
+    flush_interval 1s
+  </buffer>
+</match>"##;
+    format!("{}{standin}{}", &text[..a], &text[b..])
+}
+
 /// Every line of every file under `dir`, parsed, with the file it came from.
 fn read_tree(dir: &Path) -> Vec<(PathBuf, serde_json::Map<String, J>)> {
     let mut out = Vec::new();
@@ -255,12 +345,20 @@ async fn corpus_through_the_forwarder_and_aggregator_examples() {
         ],
         "agg-test",
     );
-    let root = nagare_config::parse_file_with(&example("aggregator.conf"), &agg_opts).unwrap();
+    let root = nagare_config::parse_str_with(
+        &aggregator_with_file_standin(),
+        &example("aggregator.conf"),
+        &agg_opts,
+    )
+    .unwrap();
     let (agg_trigger, agg_sd) = nagare_core::shutdown::channel();
     let agg = Pipeline::build(&root).unwrap().start(agg_sd).await.unwrap();
     let agg_port = agg.inputs[0].addr.port().to_string();
 
-    // The forwarder, as written in examples/forwarder.conf, sending to that aggregator.
+    // The forwarder, as written in examples/forwarder.conf, sending to that aggregator; S3 is
+    // the embedded on-disk store.
+    let s3_endpoint = format!("file://{}", tmp.join("s3").display());
+    let bucket_dir = tmp.join("s3").join("nagare-logs");
     let fwd_opts = ParseOptions::fixed(
         [
             ("NAGARE_BIND", "127.0.0.1"),
@@ -268,6 +366,10 @@ async fn corpus_through_the_forwarder_and_aggregator_examples() {
             ("NAGARE_DATA_DIR", fwd_dir.to_str().unwrap()),
             ("NAGARE_AGGREGATOR_HOST", "127.0.0.1"),
             ("NAGARE_AGGREGATOR_PORT", agg_port.as_str()),
+            ("NAGARE_S3_ENDPOINT", s3_endpoint.as_str()),
+            ("NAGARE_S3_BUCKET", "nagare-logs"),
+            ("NAGARE_S3_AUTO_CREATE", "true"),
+            ("AWS_REGION", "us-east-1"),
         ],
         "fwd-test",
     );
@@ -309,9 +411,9 @@ async fn corpus_through_the_forwarder_and_aggregator_examples() {
     }
 
     eprintln!("sent in {:?}", t0.elapsed());
-    // The S3 stand-in: every line but the health checks.
+    // S3: every line but the health checks.
     let expected_s3 = records - k("health");
-    let s3 = wait_for_lines(&fwd_dir.join("s3"), expected_s3, "S3 stand-in").await;
+    let s3 = wait_for_s3(&bucket_dir, expected_s3).await;
     let mut tags: BTreeMap<&str, usize> = BTreeMap::new();
     let mut unparsed = 0;
     let mut logs: Vec<String> = Vec::new();
@@ -319,13 +421,11 @@ async fn corpus_through_the_forwarder_and_aggregator_examples() {
         let tag = r["tag"].as_str().unwrap();
         let suffix = tag.rsplit('.').next().unwrap();
         *tags.entry(suffix).or_default() += 1;
-        // The file is s3/<service>/YYYY/MM/DD/HH.jsonl with <service> from the tag.
+        // The key is applications/<service>/<kind>/...: the record's service (JSON lines).
         let service = tag.split('.').nth(1).unwrap();
-        assert!(
-            path.starts_with(fwd_dir.join("s3").join(service)),
-            "{}",
-            path.display()
-        );
+        if let Some(svc) = r.get("service").and_then(J::as_str) {
+            assert_eq!(svc, service, "{}", path.display());
+        }
         for f in [
             "partial_message",
             "partial_id",
@@ -437,7 +537,7 @@ async fn corpus_through_the_forwarder_and_aggregator_examples() {
         );
     }
 
-    eprintln!("S3 stand-in checked at {:?}", t0.elapsed());
+    eprintln!("S3 checked at {:?}", t0.elapsed());
     // The aggregator: exactly the error/fatal lines, one file per service (the log group).
     let cw = wait_for_lines(
         &agg_dir.join("cloudwatch"),
@@ -480,7 +580,7 @@ async fn corpus_through_the_forwarder_and_aggregator_examples() {
         );
     }
     eprintln!(
-        "corpus: {} wire records -> {} lines; S3 stand-in {} ({} audit, {} app, {} text kept unparsed); aggregator {} {:?}",
+        "corpus: {} wire records -> {} lines; S3 {} ({} audit, {} app, {} text kept unparsed); aggregator {} {:?}",
         wires.len(),
         records,
         s3.len(),

@@ -40,8 +40,12 @@ fn built_in_defaults_validate() {
         nagare_pipeline::cli::Role::Forwarder,
         nagare_pipeline::cli::Role::Aggregator,
     ] {
-        let root = nagare_config::parse_str(role.default_config(), Path::new("default")).unwrap();
-        nagare_pipeline::Pipeline::validate(&root).unwrap();
+        // Rendered with this process's environment (NAGARE_FORWARD_TARGETS etc. unset in
+        // tests; crates/nagare-pipeline/src/defaults.rs tests the overrides).
+        let text = role.default_config().unwrap();
+        let root = nagare_config::parse_str(&text, Path::new("default")).unwrap();
+        let p = nagare_pipeline::Pipeline::validate(&root).unwrap();
+        assert!(p.warnings().is_empty(), "{role:?}: {:#?}", p.warnings());
     }
 }
 

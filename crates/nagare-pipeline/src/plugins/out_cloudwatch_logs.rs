@@ -57,11 +57,14 @@ pub fn build(
     .map_err(err)?;
     let mut cfg = CloudWatchLogsConfig::new(&id, group, stream);
 
-    // Connection and credentials (as for out_s3).
-    cfg.aws.region = p.str("region")?;
-    cfg.aws.endpoint = p.str("endpoint")?;
-    cfg.aws.access_key_id = p.str("aws_key_id")?;
-    cfg.aws.secret_access_key = p.str("aws_sec_key")?.map(Secret);
+    // Connection and credentials (as for out_s3). Empty values mean unset (AWS, the SDK's
+    // region chain, the default credential chain), so a config can take them from the
+    // environment with `"#{ENV.fetch('X', '')}"`.
+    let set = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    cfg.aws.region = set(p.str("region")?);
+    cfg.aws.endpoint = set(p.str("endpoint")?).map(|e| e.trim().to_string());
+    cfg.aws.access_key_id = set(p.str("aws_key_id")?);
+    cfg.aws.secret_access_key = set(p.str("aws_sec_key")?).map(Secret);
     if let Some(ar) = p.section("assume_role_credentials")? {
         let mut ap = ar.params();
         cfg.aws.assume_role = Some(AssumeRole {

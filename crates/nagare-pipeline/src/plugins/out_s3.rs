@@ -353,7 +353,7 @@ mod tests {
         assert!(e.contains("s3_endpoint"), "{e}");
     }
 
-    // ---- the corpus through examples/forwarder-s3.conf ----------------------------------------
+    // ---- the corpus through examples/forwarder.conf --------------------------------------------
 
     use super::moto;
 
@@ -558,8 +558,7 @@ mod tests {
             ],
             "fwd-test",
         );
-        let example =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/forwarder-s3.conf");
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/forwarder.conf");
         let root = nagare_config::parse_file_with(&example, &opts).unwrap();
         let mut ctx = BuildCtx {
             hostname: "ip-10-0-1-23".into(),
