@@ -242,10 +242,9 @@ fn parse(sec: &Section, ctx: &mut BuildCtx) -> Result<Config, ConfigError> {
     let key = p.required_str("key")?;
     let separator_given = sec.param("separator").is_some();
     let separator = p.str_or("separator", "\n")?;
-    let n_lines: Option<usize> = match sec.param("n_lines") {
-        Some(_) => Some(p.int("n_lines", 0usize)?),
-        None => None,
-    };
+    let n_lines_given = sec.param("n_lines").is_some();
+    let n_lines = p.int("n_lines", 0usize)?;
+    let n_lines: Option<usize> = n_lines_given.then_some(n_lines);
     let start = p.str("multiline_start_regexp")?;
     let end = p.str("multiline_end_regexp")?;
     let cont = p.str("continuous_line_regexp")?;

@@ -6,12 +6,16 @@ use crate::BuildCtx;
 use nagare_config::{ConfigError, Section};
 use nagare_core::ack::Committed;
 use nagare_core::metrics::ReasonCounters;
+use nagare_core::ratelimit::LogLimiter;
 use nagare_core::{EmitError, EventStream};
 use std::sync::Arc;
 
 pub struct CopyOutput {
+    id: String,
     stores: Vec<(Arc<dyn OutputPlugin>, bool)>,
+    /// Events a store under `ignore_error` did not take, by the store's reason.
     ignored: ReasonCounters,
+    limiter: LogLimiter,
 }
 
 pub fn build(
@@ -42,12 +46,14 @@ pub fn build(
         ));
     }
     Ok(Arc::new(CopyOutput {
-        stores,
         ignored: ReasonCounters::new(
             "nagare_copy_store_errors_ignored_total",
-            "Store emits that failed under ignore_error",
+            "Events a copy store under ignore_error failed to take",
             &[("plugin_id", &id)],
         ),
+        id,
+        stores,
+        limiter: LogLimiter::default(),
     }))
 }
 
@@ -67,9 +73,15 @@ impl OutputPlugin for CopyOutput {
                     .clone()
                     .unwrap_or_else(|| EventStream::new("".into(), vec![]))
             };
+            let events = s.len() as u64;
             match store.emit(s).await {
                 Ok(_) => {}
-                Err(e) if *ignore => self.ignored.inc(e.reason),
+                Err(e) if *ignore => {
+                    self.ignored.add(e.reason, events);
+                    if let Some(suppressed) = self.limiter.check(e.reason) {
+                        tracing::warn!(plugin_id = %self.id, store = i, reason = e.reason, events, suppressed, "a copy store under ignore_error did not take these events: counted, not retried");
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }

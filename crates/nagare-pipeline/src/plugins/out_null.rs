@@ -18,7 +18,11 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>,
     p.ignore("@type");
     p.ignore("@id");
     p.ignore("@log_level");
-    let _ = p.section("buffer")?;
+    // A `<buffer>` (Fluentd configs often carry one) is checked like any other and then
+    // unused: nothing is buffered on the way to nowhere.
+    if let Some(b) = p.section("buffer")? {
+        crate::buffer::parse(Some(b))?;
+    }
     p.finish()?;
     Ok(Arc::new(NullOutput {
         records: counter(

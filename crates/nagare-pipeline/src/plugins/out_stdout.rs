@@ -17,8 +17,12 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>,
     p.ignore("@type");
     p.ignore("@id");
     p.ignore("@log_level");
+    // Fluentd configs often carry these: the line format is always Fluentd's default
+    // (`TIME TAG: JSON`), and lines are written as events come (a `<buffer>` is checked, unused).
     let _ = p.section("format")?;
-    let _ = p.section("buffer")?;
+    if let Some(b) = p.section("buffer")? {
+        crate::buffer::parse(Some(b))?;
+    }
     p.finish()?;
     Ok(Arc::new(StdoutOutput))
 }
