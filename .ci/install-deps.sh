@@ -2,7 +2,8 @@
 # Installs the real Fluentd clients that the interop tests spawn (see tests/clients/README.md):
 #   - Debian packages: golang-go, golang-github-fluent-fluent-logger-golang-dev (v1.9.0), python3-venv,
 #     haproxy (the NLB stand-in of tests/tests/full_chain.rs)
-#   - a Python venv at .ci/venv with pinned fluent-logger, msgpack and moto[server]
+#   - a Python venv at .ci/venv with pinned fluent-logger, msgpack, moto[server] and
+#     prometheus_client (the reference parser for /metrics)
 #   - the Go Docker-driver stand-in built into target/interop/dockerlike (GOPATH mode, offline)
 # Idempotent; run as root from anywhere (it works relative to the repo root). Fails on any error.
 set -euo pipefail
@@ -16,6 +17,8 @@ cd "$ROOT"
 FLUENT_LOGGER_VERSION="0.11.1"
 MSGPACK_VERSION="1.2.4"
 MOTO_VERSION="5.2.5"
+# The reference Prometheus text-format parser (tests/tests/metrics_health.rs parses /metrics).
+PROMETHEUS_CLIENT_VERSION=0.26.0
 APT_PACKAGES=(golang-go golang-github-fluent-fluent-logger-golang-dev python3-venv haproxy)
 PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.ci/venv"
@@ -66,10 +69,12 @@ fi
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
     "fluent-logger==$FLUENT_LOGGER_VERSION" \
     "msgpack==$MSGPACK_VERSION" \
-    "moto[server]==$MOTO_VERSION"
+    "moto[server]==$MOTO_VERSION" \
+    "prometheus_client==$PROMETHEUS_CLIENT_VERSION"
 "$VENV/bin/python" - <<'EOF'
 from fluent import sender, asyncsender  # noqa: F401  (the import the client uses)
 import msgpack, moto  # noqa: F401
+from prometheus_client.parser import text_string_to_metric_families  # noqa: F401
 EOF
 [ -x "$VENV/bin/moto_server" ] || die "moto_server missing from $VENV/bin"
 
