@@ -20,7 +20,10 @@
 //! this thread's CPU time (`/proc/thread-self/stat`, utime + stime) over about 3 s and printed
 //! as `cpu: NAME N events per CPU-second`: the per-core cost, whatever else runs.
 //!
-//! Run: `cargo bench -p nagare-pipeline --bench routing` (about 1 min).
+//! Run: `cargo bench -p nagare-pipeline --bench routing` (about 1 min). For profiling or a
+//! quick CPU figure, `NAGARE_BENCH_CPU_ONLY=parser_grep_rewrite` (a comma-separated list of
+//! case names) skips criterion and only runs the CPU-time measurement of those cases
+//! (`NAGARE_BENCH_CPU_SECS=10` makes it longer).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use nagare_core::ack::Committed;
@@ -179,26 +182,40 @@ fn bench(c: &mut Criterion) {
         ("batch100", &parsed_events, 100, false),
         ("parser_grep_rewrite", &raw, 1, true),
     ];
+    let cpu_only = std::env::var("NAGARE_BENCH_CPU_ONLY").ok();
     for (name, input, per, with_filters) in cases {
+        if cpu_only
+            .as_deref()
+            .is_some_and(|only| !only.split(',').any(|c| c.trim() == name))
+        {
+            continue;
+        }
         let (router, count, _keep, _filters) = routes(with_filters);
         let template = streams(input, per);
-        g.bench_function(name, |b| {
-            b.iter_batched(
-                || template.clone(),
-                |ss| {
-                    rt.block_on(async {
-                        for s in ss {
-                            router.emit_stream_from(s, 0, false).await.unwrap();
-                        }
-                    })
-                },
-                BatchSize::LargeInput,
-            )
+        rt.block_on(async {
+            for s in template.clone() {
+                router.emit_stream_from(s, 0, false).await.unwrap();
+            }
         });
         assert!(
             count.0.load(Ordering::Relaxed) > 0,
             "{name}: nothing routed"
         );
+        if cpu_only.is_none() {
+            g.bench_function(name, |b| {
+                b.iter_batched(
+                    || template.clone(),
+                    |ss| {
+                        rt.block_on(async {
+                            for s in ss {
+                                router.emit_stream_from(s, 0, false).await.unwrap();
+                            }
+                        })
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+        }
         let rate = cpu_rate(|| {
             let ss = template.clone();
             rt.block_on(async {
@@ -222,15 +239,20 @@ fn thread_cpu_ticks() -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-/// Runs `batch` (which returns the events it handled) for at least 3 s of wall time and
+/// Runs `batch` (which returns the events it handled) for at least 3 s of wall time
+/// (`NAGARE_BENCH_CPU_SECS` overrides) and
 /// returns events per second of this thread's CPU time (0 when /proc is unavailable).
 fn cpu_rate(mut batch: impl FnMut() -> usize) -> f64 {
     const TICKS_PER_SEC: f64 = 100.0; // USER_HZ on Linux
     let (Some(start), t0) = (thread_cpu_ticks(), std::time::Instant::now()) else {
         return 0.0;
     };
+    let secs = std::env::var("NAGARE_BENCH_CPU_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let mut events = 0usize;
-    while t0.elapsed() < Duration::from_secs(3) {
+    while t0.elapsed() < Duration::from_secs(secs) {
         events += batch();
     }
     let ticks = thread_cpu_ticks()

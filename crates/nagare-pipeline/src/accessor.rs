@@ -361,6 +361,9 @@ fn delete_in_map(map: &mut Map, seg: &Segment) -> Option<Value> {
 /// One step through raw msgpack: from the value at `pos` to the child `seg` names.
 fn raw_step(raw: &Bytes, pos: usize, seg: &Segment) -> Option<usize> {
     if let Some((n, mut off)) = mp::map_at(raw, pos) {
+        if let Segment::Key(key) = seg {
+            return find_key(raw, n, off, key);
+        }
         let mut found = None;
         for _ in 0..n {
             let kend = mp::skip(raw, off)?;
@@ -387,6 +390,93 @@ fn raw_step(raw: &Bytes, pos: usize, seg: &Segment) -> Option<usize> {
         return Some(off);
     }
     None
+}
+
+/// The value position of the last pair whose key is the string `key`, among the `n` pairs
+/// from `off` (what [`raw_step`]'s general loop finds, with fixstr keys and leaf values, the
+/// usual record, handled inline).
+fn find_key(raw: &[u8], n: usize, mut off: usize, key: &[u8]) -> Option<usize> {
+    let mut found = None;
+    for _ in 0..n {
+        let kend = match *raw.get(off)? {
+            c @ 0xa0..=0xbf => {
+                let s = off + 1;
+                let e = s + (c & 0x1f) as usize;
+                if raw
+                    .get(s..e)
+                    .is_some_and(|k| crate::parse::json::same_key(k, key))
+                {
+                    found = Some(e);
+                }
+                e
+            }
+            _ => {
+                let kend = mp::skip(raw, off)?;
+                if mp::str_at(raw, off)
+                    .is_some_and(|(a, e)| crate::parse::json::same_key(&raw[a..e], key))
+                {
+                    found = Some(kend);
+                }
+                kend
+            }
+        };
+        off = skip_value(raw, kend)?;
+    }
+    // The last value's end may be past the buffer (truncated): the general loop's `skip`
+    // refused that.
+    (off <= raw.len()).then_some(())?;
+    found
+}
+
+/// The end of the value at `pos`, with the usual leaves (fixstr, small ints, nil, booleans)
+/// inline. A fixstr's end may be past the buffer: the caller's next read finds out.
+#[inline]
+fn skip_value(raw: &[u8], pos: usize) -> Option<usize> {
+    Some(match *raw.get(pos)? {
+        c @ 0xa0..=0xbf => pos + 1 + (c & 0x1f) as usize,
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => pos + 1,
+        _ => mp::skip(raw, pos)?,
+    })
+}
+
+/// Whether the raw msgpack map `raw` has the top-level string key `key`: one scan that stops
+/// at the first match, nothing decoded (false when `raw` is not a map, or is cut short before
+/// the key).
+pub fn raw_has_key(raw: &[u8], key: &[u8]) -> bool {
+    let Some((n, mut off)) = mp::map_at(raw, 0) else {
+        return false;
+    };
+    for _ in 0..n {
+        let Some(&c) = raw.get(off) else {
+            return false;
+        };
+        let kend = if (0xa0..=0xbf).contains(&c) {
+            let s = off + 1;
+            let e = s + (c & 0x1f) as usize;
+            if raw
+                .get(s..e)
+                .is_some_and(|k| crate::parse::json::same_key(k, key))
+            {
+                return true;
+            }
+            e
+        } else {
+            let Some(kend) = mp::skip(raw, off) else {
+                return false;
+            };
+            if mp::str_at(raw, off)
+                .is_some_and(|(a, e)| crate::parse::json::same_key(&raw[a..e], key))
+            {
+                return true;
+            }
+            kend
+        };
+        match skip_value(raw, kend) {
+            Some(v) => off = v,
+            None => return false,
+        }
+    }
+    false
 }
 
 fn parse_dot(rest: &str) -> Result<Vec<Segment>, String> {
@@ -476,6 +566,25 @@ mod tests {
         let mut out = bytes::BytesMut::new();
         Value::Map(m.clone()).encode(&mut out);
         Record::from_msgpack(out.freeze()).unwrap()
+    }
+
+    #[test]
+    fn raw_has_key_finds_top_level_keys_only() {
+        let mut inner = Map::new();
+        inner.insert(&b"partial_message"[..], Value::str("true"));
+        let mut m = Map::new();
+        m.insert(&b"log"[..], Value::str("x"));
+        m.insert(&b"nested"[..], Value::Map(inner));
+        m.insert(&b"n"[..], Value::UInt(300));
+        m.insert(Bytes::from(b"k".repeat(40)), Value::str("long key"));
+        let rec = Record::from_map(m);
+        let raw = rec.as_bytes();
+        assert!(raw_has_key(raw, b"log") && raw_has_key(raw, b"n"));
+        assert!(raw_has_key(raw, &b"k".repeat(40)));
+        assert!(!raw_has_key(raw, b"partial_message"));
+        assert!(!raw_has_key(raw, b"missing"));
+        assert!(!raw_has_key(&raw[..raw.len() - 1], b"missing"));
+        assert!(!raw_has_key(b"\xa1x", b"x"));
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub struct Syntax {
     pub captures: bool,
     /// `__TAG__`, `__HOSTNAME__`, `__TAG_PARTS[N]__`.
     pub underscore: bool,
+    /// Negative `tag_parts` indexes (counting from the end). Without it a negative index or a
+    /// range (`0..2`) is a load error, as rewrite_tag_filter only knows `0..`.
+    pub negative_index: bool,
+    /// An unknown `__UPPER_CASE__` word (Fluentd's `__[A-Z_]+__`) is a load error instead of
+    /// literal text.
+    pub strict_underscore: bool,
 }
 
 impl Syntax {
@@ -51,6 +57,8 @@ impl Syntax {
         tag_affixes: true,
         captures: false,
         underscore: false,
+        negative_index: true,
+        strict_underscore: false,
     };
     /// rewrite_tag_filter's `tag`.
     pub const REWRITE_TAG_FILTER: Syntax = Syntax {
@@ -60,6 +68,8 @@ impl Syntax {
         tag_affixes: false,
         captures: true,
         underscore: true,
+        negative_index: false,
+        strict_underscore: true,
     };
 }
 
@@ -167,7 +177,7 @@ impl Template {
                 continue;
             }
             if syntax.underscore && b[i..].starts_with(b"__") {
-                if let Some((part, len)) = parse_underscore(&src[i..]) {
+                if let Some((part, len)) = parse_underscore(&src[i..], syntax)? {
                     flush(&mut lit, &mut parts);
                     parts.push(part);
                     i += len;
@@ -211,6 +221,14 @@ impl Template {
     /// Whether rendering needs capture groups.
     pub fn uses_captures(&self) -> bool {
         self.parts.iter().any(|p| matches!(p, Piece::Capture(_)))
+    }
+
+    /// Whether the rendered text depends on the event (record fields, time, capture groups):
+    /// when not, it is a function of the tag (and host name) alone and can be cached per tag.
+    pub fn uses_event(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Piece::Record(_) | Piece::Time | Piece::Capture(_)))
     }
 
     /// Whether rendering depends on the tag.
@@ -374,6 +392,12 @@ fn parse_placeholder(inner: &str, syntax: &Syntax) -> Result<Piece, String> {
         if syntax.bare_keys {
             v.push("${key}");
         }
+        if syntax.underscore {
+            v.extend(["__TAG__", "__TAG_PARTS[N]__", "__HOSTNAME__"]);
+        }
+        if syntax.captures {
+            v.push("$1..$9");
+        }
         v.join(", ")
     };
     match inner {
@@ -383,6 +407,9 @@ fn parse_placeholder(inner: &str, syntax: &Syntax) -> Result<Piece, String> {
         _ => {}
     }
     if let Some(n) = index_in(inner, "tag_parts") {
+        if !syntax.negative_index {
+            return unsigned_index(inner).map(Piece::TagPart);
+        }
         return n.map(Piece::TagPart);
     }
     if syntax.tag_affixes {
@@ -417,17 +444,61 @@ fn parse_placeholder(inner: &str, syntax: &Syntax) -> Result<Piece, String> {
     })
 }
 
-fn parse_underscore(s: &str) -> Option<(Piece, usize)> {
+/// `tag_parts[N]` where only `N >= 0` is allowed (rewrite_tag_filter).
+fn unsigned_index(inner: &str) -> Result<i64, String> {
+    let n = inner
+        .strip_prefix("tag_parts[")
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(inner);
+    if n.contains("..") {
+        return Err(
+            "range in tag_parts is not supported (as in Fluentd's rewrite_tag_filter)".into(),
+        );
+    }
+    n.parse::<u32>()
+        .map(i64::from)
+        .map_err(|_| format!("tag_parts index must be a whole number >= 0, got {n:?}"))
+}
+
+/// `__TAG__`, `__HOSTNAME__`, `__TAG_PARTS[N]__` at the start of `s`; `Ok(None)` for text
+/// that is not one (with `strict_underscore`, an unknown `__UPPER_CASE__` word is an error).
+fn parse_underscore(s: &str, syntax: &Syntax) -> Result<Option<(Piece, usize)>, String> {
     if s.starts_with("__TAG__") {
-        return Some((Piece::Tag, 7));
+        return Ok(Some((Piece::Tag, 7)));
     }
     if s.starts_with("__HOSTNAME__") {
-        return Some((Piece::Hostname, 12));
+        return Ok(Some((Piece::Hostname, 12)));
     }
-    let rest = s.strip_prefix("__TAG_PARTS[")?;
-    let close = rest.find("]__")?;
-    let n: i64 = rest[..close].trim().parse().ok()?;
-    Some((Piece::TagPart(n), "__TAG_PARTS[".len() + close + 3))
+    if let Some(rest) = s.strip_prefix("__TAG_PARTS[") {
+        if let Some(close) = rest.find("]__") {
+            let inner = &rest[..close];
+            let n = if syntax.negative_index {
+                inner.trim().parse().ok()
+            } else {
+                Some(
+                    unsigned_index(inner)
+                        .map_err(|e| format!("{} in '{s}': {e}", &s[..close + 15]))?,
+                )
+            };
+            if let Some(n) = n {
+                return Ok(Some((Piece::TagPart(n), "__TAG_PARTS[".len() + close + 3)));
+            }
+        }
+    }
+    if syntax.strict_underscore {
+        let body = &s[2..];
+        let n = body
+            .bytes()
+            .take_while(|c| c.is_ascii_uppercase() || *c == b'_')
+            .count();
+        if n > 2 && body[..n].ends_with("__") {
+            return Err(format!(
+                "unknown placeholder {}; use one of: ${{tag}}, ${{tag_parts[N]}}, ${{hostname}}, __TAG__, __TAG_PARTS[N]__, __HOSTNAME__, $1..$9",
+                &s[..n + 2]
+            ));
+        }
+    }
+    Ok(None)
 }
 
 /// A tag's dot-separated parts, as Ruby's `tag.split('.')` gives them (trailing empty parts
@@ -619,6 +690,23 @@ mod tests {
         let t = Template::compile("x.$1", &Syntax::REWRITE_TAG_FILTER).unwrap();
         assert_eq!(t.render(&ctx), b"x.g1");
         assert!(Template::compile("${record[\"k\"]}", &Syntax::REWRITE_TAG_FILTER).is_err());
+        // rewrite_tag_filter: indexes from 0 only, unknown __WORDS__ are errors.
+        for (bad, want) in [
+            ("${tag_parts[-1]}", "whole number >= 0"),
+            ("__TAG_PARTS[-1]__", "whole number >= 0"),
+            ("${tag_parts[0..2]}", "range"),
+            ("a.__FOO__", "unknown placeholder __FOO__"),
+        ] {
+            let e = Template::compile(bad, &Syntax::REWRITE_TAG_FILTER).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        assert!(Template::compile("${tag_parts[-1]}", &Syntax::RECORD_TRANSFORMER).is_ok());
+        assert!(Template::compile("a.__FOO__", &Syntax::RECORD_TRANSFORMER).is_ok());
+        let t = Template::compile("x.${tag}.__HOSTNAME__", &Syntax::REWRITE_TAG_FILTER).unwrap();
+        assert!(!t.uses_event() && t.uses_tag());
+        assert!(Template::compile("$1", &Syntax::REWRITE_TAG_FILTER)
+            .unwrap()
+            .uses_event());
         assert!(Template::compile("${time}", &Syntax::REWRITE_TAG_FILTER).is_err());
     }
 

@@ -459,7 +459,7 @@ impl RawObject {
     pub fn find(&self, key: &[u8]) -> Option<usize> {
         self.pairs
             .iter()
-            .position(|p| &self.buf[p.key.clone()] == key)
+            .position(|p| same_key(&self.buf[p.key.clone()], key))
     }
 }
 

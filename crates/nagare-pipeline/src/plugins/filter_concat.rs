@@ -432,25 +432,7 @@ fn has_key(record: &Record, key: &[u8]) -> bool {
     if let Some(m) = record.decoded() {
         return m.contains_key(key);
     }
-    let raw = record.bytes();
-    let Some((n, mut off)) = nagare_core::msgpack::read_map_len(raw) else {
-        return false;
-    };
-    for _ in 0..n {
-        let Ok(kend) = nagare_core::msgpack::skip_complete(raw, off) else {
-            return false;
-        };
-        if let Some((s, e)) = nagare_core::msgpack::read_str_or_bin(&raw[off..kend]) {
-            if &raw[off + s..off + e] == key {
-                return true;
-            }
-        }
-        let Ok(vend) = nagare_core::msgpack::skip_complete(raw, kend) else {
-            return false;
-        };
-        off = vend;
-    }
-    false
+    crate::accessor::raw_has_key(record.bytes(), key)
 }
 
 impl ConcatFilter {

@@ -36,8 +36,9 @@
 //! translated by [`crate::parse::regexp::ruby_regex`]; keys are record accessors
 //! ([`crate::accessor::Accessor`]: `marker`, `$.kubernetes.namespace_name`, `$['a']['b']`).
 
-use crate::accessor::{Accessor, Found};
+use crate::accessor::{Accessor, Lookup};
 use crate::parse::regexp::ruby_regex;
+use crate::placeholder::{self, Syntax, Template};
 use crate::plugin::{OutputPlugin, Tasks};
 use crate::router::{LabelHandle, Router};
 use crate::BuildCtx;
@@ -45,9 +46,12 @@ use nagare_config::{ConfigError, Section};
 use nagare_core::ack::Committed;
 use nagare_core::metrics::{Counter, ReasonCounters};
 use nagare_core::ratelimit::LogLimiter;
-use nagare_core::{EmitError, Event, EventStream, Record, Tag, Value};
+use nagare_core::{EmitError, Event, EventStream, Record, Tag};
 use regex::Regex;
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Nested re-emits (rewrite -> rewrite -> ...) allowed before a stream is sent past the
@@ -59,195 +63,33 @@ tokio::task_local! {
     static REEMIT_DEPTH: u32;
 }
 
-/// One piece of a new-tag template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seg {
-    Lit(Vec<u8>),
-    /// `${tag}`, `__TAG__` (after `remove_tag_prefix`).
-    Tag,
-    /// `${tag_parts[N]}`, `__TAG_PARTS[N]__`.
-    TagPart(usize),
-    /// `${hostname}`, `__HOSTNAME__`.
-    Hostname,
-    /// `$N`: a capture group of the rule's pattern (`$0` and missing groups give "").
-    Group(usize),
+/// The capture groups `$N` sees: `$0` and groups that did not take part render empty (as
+/// Fluentd's table of `$~.captures`), `capitalize_regex_backreference` applied.
+struct Groups<'c> {
+    caps: &'c regex::Captures<'c>,
+    /// With `capitalize`: the groups capitalized, by index.
+    capitalized: Option<Vec<Option<Vec<u8>>>>,
 }
 
-/// A compiled `tag` template.
-#[derive(Debug, Clone)]
-pub struct Template {
-    segs: Vec<Seg>,
-    has_groups: bool,
-}
-
-impl Template {
-    /// Parses `${tag}`, `${tag_parts[N]}`, `${hostname}`, `__TAG__`, `__TAG_PARTS[N]__`,
-    /// `__HOSTNAME__` and `$1..$9` (any number of digits, as Fluentd's `\$\d+`).
-    pub fn parse(s: &str) -> Result<Template, String> {
-        let b = s.as_bytes();
-        let mut segs = Vec::new();
-        let mut lit = Vec::new();
-        let mut i = 0;
-        let flush = |lit: &mut Vec<u8>, segs: &mut Vec<Seg>| {
-            if !lit.is_empty() {
-                segs.push(Seg::Lit(std::mem::take(lit)));
-            }
-        };
-        while i < b.len() {
-            if b[i] == b'$' && i + 1 < b.len() && b[i + 1].is_ascii_digit() {
-                let start = i + 1;
-                let mut j = start;
-                while j < b.len() && b[j].is_ascii_digit() {
-                    j += 1;
-                }
-                let n: usize = s[start..j].parse().unwrap_or(usize::MAX);
-                flush(&mut lit, &mut segs);
-                segs.push(Seg::Group(n));
-                i = j;
-                continue;
-            }
-            if b[i] == b'$' && i + 1 < b.len() && b[i + 1] == b'{' {
-                let Some(close) = s[i..].find('}') else {
-                    return Err(format!("unclosed placeholder in tag {s:?}"));
-                };
-                let name = &s[i + 2..i + close];
-                flush(&mut lit, &mut segs);
-                segs.push(placeholder(name, s)?);
-                i += close + 1;
-                continue;
-            }
-            if b[i..].starts_with(b"__") {
-                if let Some((seg, len)) = dunder(&s[i..], s)? {
-                    flush(&mut lit, &mut segs);
-                    segs.push(seg);
-                    i += len;
-                    continue;
-                }
-            }
-            lit.push(b[i]);
-            i += 1;
+impl placeholder::Captures for Groups<'_> {
+    fn group(&self, i: usize) -> Option<&[u8]> {
+        if i == 0 {
+            return None;
         }
-        flush(&mut lit, &mut segs);
-        let has_groups = segs.iter().any(|s| matches!(s, Seg::Group(_)));
-        Ok(Template { segs, has_groups })
-    }
-
-    /// Whether the result depends on the record (capture groups).
-    pub fn has_groups(&self) -> bool {
-        self.has_groups
-    }
-
-    /// Renders into `out` with the placeholder tag, host name, and capture groups (`None` for
-    /// groups that did not take part), applying `capitalize` to groups.
-    fn render(
-        &self,
-        out: &mut Vec<u8>,
-        tag: &[u8],
-        hostname: &[u8],
-        groups: &dyn Fn(usize) -> Option<Vec<u8>>,
-    ) {
-        for s in &self.segs {
-            match s {
-                Seg::Lit(l) => out.extend_from_slice(l),
-                Seg::Tag => out.extend_from_slice(tag),
-                Seg::TagPart(n) => {
-                    if let Some(p) = tag.split(|&c| c == b'.').nth(*n) {
-                        out.extend_from_slice(p);
-                    }
-                }
-                Seg::Hostname => out.extend_from_slice(hostname),
-                Seg::Group(n) => {
-                    if let Some(g) = groups(*n) {
-                        out.extend_from_slice(&g);
-                    }
-                }
-            }
+        match &self.capitalized {
+            Some(c) => c.get(i)?.as_deref(),
+            None => self.caps.get(i).map(|m| m.as_str().as_bytes()),
         }
     }
 }
 
-fn tag_part_index(inner: &str, whole: &str) -> Result<usize, String> {
-    if inner.contains("..") {
-        return Err(format!(
-            "range in tag_parts is not supported (as in Fluentd's rewrite_tag_filter): {whole:?}"
-        ));
-    }
-    inner.parse::<usize>().map_err(|_| {
-        format!("tag_parts index must be a whole number >= 0, got {inner:?} in {whole:?}")
-    })
-}
-
-fn placeholder(name: &str, whole: &str) -> Result<Seg, String> {
-    match name {
-        "tag" => Ok(Seg::Tag),
-        "hostname" => Ok(Seg::Hostname),
-        _ => {
-            if let Some(inner) = name
-                .strip_prefix("tag_parts[")
-                .and_then(|r| r.strip_suffix(']'))
-            {
-                return Ok(Seg::TagPart(tag_part_index(inner, whole)?));
-            }
-            Err(format!(
-                "unknown placeholder ${{{name}}} in tag {whole:?} (rewrite_tag_filter knows ${{tag}}, ${{tag_parts[N]}}, ${{hostname}}, __TAG__, __TAG_PARTS[N]__, __HOSTNAME__ and $1..$9)"
-            ))
-        }
-    }
-}
-
-/// `__TAG__`, `__HOSTNAME__`, `__TAG_PARTS[N]__` at the start of `s`; `Ok(None)` for text that
-/// is not a placeholder; an error for an unknown `__UPPER_CASE__` one (Fluentd's `__[A-Z_]+__`).
-fn dunder(s: &str, whole: &str) -> Result<Option<(Seg, usize)>, String> {
-    if let Some(rest) = s.strip_prefix("__TAG_PARTS[") {
-        if let Some(end) = rest.find("]__") {
-            let n = tag_part_index(&rest[..end], whole)?;
-            return Ok(Some((Seg::TagPart(n), "__TAG_PARTS[".len() + end + 3)));
-        }
-    }
-    for (name, seg) in [("__TAG__", Seg::Tag), ("__HOSTNAME__", Seg::Hostname)] {
-        if s.starts_with(name) {
-            return Ok(Some((seg, name.len())));
-        }
-    }
-    // An unknown `__NAME__`?
-    let body = &s[2..];
-    let n = body
-        .bytes()
-        .take_while(|c| c.is_ascii_uppercase() || *c == b'_')
-        .count();
-    if n > 0 && body[..n].ends_with("__") && n > 2 {
-        return Err(format!(
-            "unknown placeholder {} in tag {whole:?} (rewrite_tag_filter knows ${{tag}}, ${{tag_parts[N]}}, ${{hostname}}, __TAG__, __TAG_PARTS[N]__, __HOSTNAME__ and $1..$9)",
-            &s[..n + 2]
-        ));
-    }
-    Ok(None)
-}
-
-/// The value a rule tests (Fluentd's `to_s`; "" when missing or nil), without copying
-/// strings: a slice of a decoded record, or a zero-copy slice of a raw one.
-enum KeyVal<'r> {
-    Slice(&'r [u8]),
-    Shared(bytes::Bytes),
-    Text(String),
-}
-
-impl KeyVal<'_> {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            KeyVal::Slice(s) => s,
-            KeyVal::Shared(b) => b,
-            KeyVal::Text(t) => t.as_bytes(),
-        }
-    }
-}
-
-fn key_text<'r>(key: &Accessor, record: &'r Record) -> KeyVal<'r> {
-    match key.get_record(record) {
-        None => KeyVal::Slice(b""),
-        Some(Found::Ref(Value::Str(b) | Value::Bin(b))) => KeyVal::Slice(b),
-        Some(Found::Owned(Value::Str(b) | Value::Bin(b))) => KeyVal::Shared(b),
-        Some(other) => KeyVal::Text(other.to_text().into_owned()),
+/// The value a rule tests, as text (Fluentd's `to_s`; "" when missing or nil), borrowed from
+/// the record when it is a string (raw or decoded: nothing is decoded or copied).
+fn key_text<'r>(found: &Lookup<'r>) -> Cow<'r, str> {
+    match found {
+        Lookup::Missing => Cow::Borrowed(""),
+        &Lookup::Bytes(b) => as_text(b),
+        Lookup::Value(v) => Cow::Owned(v.to_text().into_owned()),
     }
 }
 
@@ -273,6 +115,11 @@ pub struct Rule {
     tag: Template,
     /// The tag template as written.
     pub tag_src: String,
+    /// The index of the first rule with the same `key` (the record is looked up once per key).
+    key_slot: usize,
+    /// Whether the new tag depends on the stream tag only (no capture groups, or an inverted
+    /// rule, whose `$N` render empty): it is then cached per stream tag.
+    cacheable: bool,
 }
 
 /// A parsed `rewrite_tag_filter` section (shared by the plugin and `--dry-run`).
@@ -307,10 +154,10 @@ impl RewriteConfig {
         let capitalize = p.bool("capitalize_regex_backreference", false)?;
         let remove_tag_prefix = p.str("remove_tag_prefix")?.map(String::into_bytes);
         let add_tag_prefix = p.str("add_tag_prefix")?.filter(|s| !s.is_empty());
-        let hostname = match sec.param("hostname_command") {
-            None => hostname.to_string(),
-            Some(hc) => {
-                let cmd = p.str_or("hostname_command", "hostname")?;
+        // Read whether set or not, so that it is listed among the accepted parameters.
+        let hostname_command = p.str("hostname_command")?;
+        let hostname = match (sec.param("hostname_command"), hostname_command) {
+            (Some(hc), Some(cmd)) => {
                 let cmd = cmd.split_whitespace().collect::<Vec<_>>().join(" ");
                 match cmd.as_str() {
                     "hostname" | "hostname -f" | "hostname --fqdn" => hostname.to_string(),
@@ -328,6 +175,7 @@ impl RewriteConfig {
                     }
                 }
             }
+            _ => hostname.to_string(),
         };
         let mut rules = Vec::new();
         let mut seen: Vec<(String, bool, String)> = Vec::new();
@@ -347,7 +195,13 @@ impl RewriteConfig {
                 .map_err(|e| ConfigError::new(at("key"), e.to_string()))?;
             let pattern =
                 ruby_regex(&pattern_src).map_err(|e| ConfigError::new(at("pattern"), e))?;
-            let tag = Template::parse(&tag_src).map_err(|e| ConfigError::new(at("tag"), e))?;
+            let tag = Template::compile(&tag_src, &Syntax::REWRITE_TAG_FILTER)
+                .map_err(|e| ConfigError::new(at("tag"), e))?;
+            let key_slot = rules
+                .iter()
+                .position(|r: &Rule| r.key_src == key_src)
+                .unwrap_or(rules.len());
+            let cacheable = !tag.uses_record() && (invert || !tag.uses_event());
             let ident = (key_src.clone(), invert, pattern_src.clone());
             if seen.contains(&ident) {
                 return Err(ConfigError::new(
@@ -368,6 +222,8 @@ impl RewriteConfig {
                 invert,
                 tag,
                 tag_src,
+                key_slot,
+                cacheable,
             });
         }
         if let Some(legacy) = sec.params.iter().find(|p| p.key.starts_with("rewriterule")) {
@@ -415,29 +271,32 @@ impl RewriteConfig {
         &self,
         rule: &Rule,
         tag: &[u8],
-        groups: &dyn Fn(usize) -> Option<Vec<u8>>,
+        captures: Option<&dyn placeholder::Captures>,
     ) -> Vec<u8> {
-        let mut out = Vec::with_capacity(tag.len() + 16);
+        let mut out = Vec::with_capacity(tag.len() + rule.tag_src.len() + 16);
         if let Some(p) = &self.add_tag_prefix {
             out.extend_from_slice(p.as_bytes());
             out.push(b'.');
         }
-        rule.tag.render(
-            &mut out,
-            self.placeholder_tag(tag),
-            self.hostname.as_bytes(),
-            groups,
-        );
+        let ctx = placeholder::Context {
+            captures,
+            ..placeholder::Context::new(self.placeholder_tag(tag), &self.hostname)
+        };
+        rule.tag.render_into(&ctx, &mut out);
         out
     }
 
     /// The new tag each rule would give a record of `tag` (capture groups as `x`), for
     /// `--dry-run`'s loop check.
     pub fn sample_tags(&self, tag: &str) -> Vec<String> {
-        let groups = |n: usize| (n > 0).then(|| b"x".to_vec());
+        let groups: Vec<Option<&[u8]>> = std::iter::once(None)
+            .chain(std::iter::repeat_n(Some(&b"x"[..]), MAX_SAMPLE_GROUPS))
+            .collect();
         self.rules
             .iter()
-            .map(|r| String::from_utf8_lossy(&self.render(r, tag.as_bytes(), &groups)).into_owned())
+            .map(|r| {
+                String::from_utf8_lossy(&self.render(r, tag.as_bytes(), Some(&groups))).into_owned()
+            })
             .collect()
     }
 
@@ -454,13 +313,18 @@ impl RewriteConfig {
         })
     }
 
-    /// The new tag for one record, or `None` when no rule fires. `cache[i]` (when `cache` is
-    /// that long) keeps rule `i`'s rendered tag for templates without capture groups: it only
-    /// depends on the stream tag.
-    fn rewrite(&self, tag: &[u8], record: &Record, cache: &mut [Option<Tag>]) -> Option<Tag> {
+    /// The new tag for one record, or `None` when no rule fires. `cache` keeps the rendered
+    /// tags of cacheable rules for this stream tag (see [`Rule::cacheable`]).
+    fn rewrite(&self, tag: &[u8], record: &Record, cache: &mut TagRow) -> Option<Tag> {
+        // The last key looked up: rules sharing a key (the usual "else" pair) look it up once.
+        let mut last: Option<(usize, Lookup<'_>)> = None;
         for (i, rule) in self.rules.iter().enumerate() {
-            let raw = key_text(&rule.key, record);
-            let value = as_text(raw.bytes());
+            let found = match last.take() {
+                Some((slot, found)) if slot == rule.key_slot => found,
+                _ => rule.key.lookup(record),
+            };
+            let value = key_text(&found);
+            last = Some((rule.key_slot, found));
             if value.is_empty() && !rule.invert {
                 continue;
             }
@@ -468,7 +332,7 @@ impl RewriteConfig {
                 if rule.pattern.is_match(&value) {
                     continue;
                 }
-            } else if !rule.tag.has_groups() {
+            } else if rule.cacheable {
                 if !rule.pattern.is_match(&value) {
                     continue;
                 }
@@ -476,32 +340,124 @@ impl RewriteConfig {
                 let Some(caps) = rule.pattern.captures(&value) else {
                     continue;
                 };
-                let capitalize = self.capitalize;
-                let groups = |n: usize| {
-                    if n == 0 {
-                        return None;
-                    }
-                    caps.get(n).map(|m| {
-                        if capitalize {
-                            capitalize_bytes(m.as_str().as_bytes())
-                        } else {
-                            m.as_str().as_bytes().to_vec()
-                        }
-                    })
+                let groups = Groups {
+                    caps: &caps,
+                    capitalized: self.capitalize.then(|| {
+                        caps.iter()
+                            .map(|m| m.map(|m| capitalize_bytes(m.as_str().as_bytes())))
+                            .collect()
+                    }),
                 };
-                return Some(Tag::new(self.render(rule, tag, &groups)));
+                return Some(Tag::new(self.render(rule, tag, Some(&groups))));
             }
-            if let Some(Some(t)) = cache.get(i) {
+            if let Some(t) = cached(cache, i) {
                 return Some(t.clone());
             }
             // Inverted rules have no captures: `$N` renders empty, as in Fluentd.
-            let t = Tag::new(self.render(rule, tag, &|_| None));
-            if let Some(slot) = cache.get_mut(i) {
-                *slot = Some(t.clone());
-            }
+            let t = Tag::new(self.render(rule, tag, None));
+            cache_tag(cache, i, self.rules.len(), &t);
             return Some(t);
         }
         None
+    }
+}
+
+/// `$N` for `--dry-run`'s sample tags: groups 1..=this render as `x`.
+const MAX_SAMPLE_GROUPS: usize = 99;
+
+/// Stream tags whose rendered new tags are kept per plugin and thread; past this the cache
+/// starts over (a stream tag per container: thousands at most on one host).
+pub const TAG_CACHE_MAX: usize = 4096;
+
+/// Rendered new tags by rule (the row of one stream tag); `None`: not rendered yet.
+type TagRow = Vec<Option<Tag>>;
+
+/// The rows of one plugin instance, by stream tag.
+type TagRows = HashMap<Tag, TagRow>;
+
+thread_local! {
+    /// Per plugin instance (by [`TagCache::id`]): stream tag -> rendered new tags. Per thread,
+    /// so emits never wait on each other for it.
+    static TAG_CACHE: RefCell<Vec<(u64, TagRows)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Rendered new tags by stream tag and rule, for rules whose tag only depends on the stream
+/// tag: re-rendering (and allocating) a tag per event is most of the cost of `${tag}.app`.
+struct TagCache {
+    id: u64,
+}
+
+impl Default for TagCache {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TagCache {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for TagCache {
+    fn drop(&mut self) {
+        // This thread's entries go now; other threads' go when their cache starts over.
+        let _ = TAG_CACHE.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c.retain(|(id, _)| *id != self.id);
+            }
+        });
+    }
+}
+
+impl TagCache {
+    /// Runs `f` with the row of `tag` (a scratch row if the cache is busy or gone).
+    fn with_row<R>(&self, tag: &Tag, mut f: impl FnMut(&mut TagRow) -> R) -> R {
+        let done = TAG_CACHE.try_with(|c| {
+            let mut c = c.try_borrow_mut().ok()?;
+            let pos = match c.iter().position(|(id, _)| *id == self.id) {
+                Some(p) => p,
+                None => {
+                    c.push((self.id, HashMap::new()));
+                    c.len() - 1
+                }
+            };
+            let map = &mut c[pos].1;
+            if let Some(row) = map.get_mut(tag) {
+                return Some(f(row));
+            }
+            if map.len() >= TAG_CACHE_MAX {
+                map.clear();
+            }
+            Some(f(map.entry(tag.clone()).or_default()))
+        });
+        match done {
+            Ok(Some(r)) => r,
+            _ => f(&mut TagRow::new()),
+        }
+    }
+
+    #[cfg(test)]
+    fn row(&self, tag: &Tag) -> TagRow {
+        TAG_CACHE.with(|c| {
+            c.borrow()
+                .iter()
+                .find(|(id, _)| *id == self.id)
+                .and_then(|(_, m)| m.get(tag).cloned())
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// Rule `i`'s cached tag.
+fn cached(row: &TagRow, i: usize) -> Option<&Tag> {
+    row.get(i)?.as_ref()
+}
+
+/// Caches rule `i`'s tag (`rules`: how many rules there are).
+fn cache_tag(row: &mut TagRow, i: usize, rules: usize, t: &Tag) {
+    if row.len() < rules {
+        row.resize(rules, None);
+    }
+    if let Some(slot) = row.get_mut(i) {
+        *slot = Some(t.clone());
     }
 }
 
@@ -535,6 +491,7 @@ pub struct RewriteTagFilter {
     rerouted: ReasonCounters,
     rewritten: Counter,
     limiter: LogLimiter,
+    cache: TagCache,
 }
 
 pub fn build(
@@ -542,48 +499,55 @@ pub fn build(
     ctx: &mut BuildCtx,
     _tasks: &mut Tasks,
 ) -> Result<Arc<dyn OutputPlugin>, ConfigError> {
-    let id = super::plugin_id(sec, ctx, "rewrite_tag_filter");
-    let cfg = RewriteConfig::parse(sec, &ctx.hostname)?;
-    let (target, same_label) = match &cfg.label {
-        Some(name) => match ctx.labels.get(name) {
-            Some(h) => (h.clone(), Arc::ptr_eq(h, &ctx.current_label)),
-            None => {
-                let span = sec
-                    .param("@label")
-                    .map(|p| p.span.clone())
-                    .unwrap_or(sec.span.clone());
-                return Err(ConfigError::new(
-                    span,
-                    format!("unknown label '{name}' (no <label {name}> section)"),
-                ));
-            }
-        },
-        None => (ctx.current_label.clone(), true),
-    };
-    Ok(Arc::new(RewriteTagFilter {
-        dropped: ReasonCounters::new(
-            "nagare_rewrite_tag_filter_dropped_events_total",
-            "Records rewrite_tag_filter did not re-emit, by reason",
-            &[("plugin_id", &id)],
-        ),
-        rerouted: ReasonCounters::new(
-            "nagare_rewrite_tag_filter_rerouted_events_total",
-            "Re-emitted records sent past their rewrite directive to avoid a loop, by reason",
-            &[("plugin_id", &id)],
-        ),
-        rewritten: nagare_core::metrics::counter(
-            "nagare_rewrite_tag_filter_rewritten_events_total",
-            "Records re-emitted with a new tag",
-            &[("plugin_id", &id)],
-        ),
-        cfg,
-        id,
-        target,
-        own: ctx.current_label.clone(),
-        same_label,
-        match_index: ctx.current_match,
-        limiter: LogLimiter::default(),
-    }))
+    Ok(Arc::new(RewriteTagFilter::new(sec, ctx)?))
+}
+
+impl RewriteTagFilter {
+    fn new(sec: &Section, ctx: &mut BuildCtx) -> Result<RewriteTagFilter, ConfigError> {
+        let id = super::plugin_id(sec, ctx, "rewrite_tag_filter");
+        let cfg = RewriteConfig::parse(sec, &ctx.hostname)?;
+        let (target, same_label) = match &cfg.label {
+            Some(name) => match ctx.labels.get(name) {
+                Some(h) => (h.clone(), Arc::ptr_eq(h, &ctx.current_label)),
+                None => {
+                    let span = sec
+                        .param("@label")
+                        .map(|p| p.span.clone())
+                        .unwrap_or(sec.span.clone());
+                    return Err(ConfigError::new(
+                        span,
+                        format!("unknown label '{name}' (no <label {name}> section)"),
+                    ));
+                }
+            },
+            None => (ctx.current_label.clone(), true),
+        };
+        Ok(RewriteTagFilter {
+            dropped: ReasonCounters::new(
+                "nagare_rewrite_tag_filter_dropped_events_total",
+                "Records rewrite_tag_filter did not re-emit, by reason",
+                &[("plugin_id", &id)],
+            ),
+            rerouted: ReasonCounters::new(
+                "nagare_rewrite_tag_filter_rerouted_events_total",
+                "Re-emitted records sent past their rewrite directive to avoid a loop, by reason",
+                &[("plugin_id", &id)],
+            ),
+            rewritten: nagare_core::metrics::counter(
+                "nagare_rewrite_tag_filter_rewritten_events_total",
+                "Records re-emitted with a new tag",
+                &[("plugin_id", &id)],
+            ),
+            cfg,
+            id,
+            target,
+            own: ctx.current_label.clone(),
+            same_label,
+            match_index: ctx.current_match,
+            limiter: LogLimiter::default(),
+            cache: TagCache::default(),
+        })
+    }
 }
 
 impl RewriteTagFilter {
@@ -643,44 +607,19 @@ impl OutputPlugin for RewriteTagFilter {
         };
         let tag = stream.tag;
         let mut events = stream.events;
-        // One event per stream is what the Docker driver sends: no cache, no grouping, and
-        // the events vector is handed on as it is.
-        let mut cache: Vec<Option<Tag>> = if events.len() > 1 {
-            vec![None; self.cfg.rules.len()]
-        } else {
-            Vec::new()
-        };
-        let (mut unmatched, mut unchanged, mut empty) = (0usize, 0usize, 0usize);
-        let mut tags: Vec<Option<Tag>> = Vec::with_capacity(events.len());
-        for ev in &events {
-            let t = match self.cfg.rewrite(tag.as_bytes(), &ev.record, &mut cache) {
-                None => {
-                    unmatched += 1;
-                    None
-                }
-                Some(t) if t.as_bytes().is_empty() => {
-                    empty += 1;
-                    None
-                }
-                Some(t) if t == tag => {
-                    unchanged += 1;
-                    None
-                }
-                Some(t) => Some(t),
-            };
-            tags.push(t);
-        }
-        self.drop_events("no_rule_matched", &tag, unmatched);
-        self.drop_events("tag_unchanged", &tag, unchanged);
-        self.drop_events("empty_tag", &tag, empty);
-        // Usually every event gets the same new tag: re-emit the vector unchanged.
-        if let Some(Some(first)) = tags.first() {
-            if tags.iter().all(|t| t.as_ref() == Some(first)) {
+        let (tags, counts) = self.new_tags(&tag, &events);
+        self.drop_events("no_rule_matched", &tag, counts[0]);
+        self.drop_events("tag_unchanged", &tag, counts[1]);
+        self.drop_events("empty_tag", &tag, counts[2]);
+        let tags = match tags {
+            NewTags::None => return Ok(Committed::new()),
+            // Usually every event gets the same new tag: re-emit the vector unchanged.
+            NewTags::All(t) => {
                 self.rewritten.add(events.len() as u64);
-                let first = first.clone();
-                return self.reemit(&router, EventStream::new(first, events)).await;
+                return self.reemit(&router, EventStream::new(t, events)).await;
             }
-        }
+            NewTags::Each(tags) => tags,
+        };
         // Per new tag, the events in arrival order (usually two or three groups).
         let mut groups: Vec<(Tag, Vec<Event>)> = Vec::new();
         for (ev, t) in events.drain(..).zip(tags) {
@@ -695,6 +634,69 @@ impl OutputPlugin for RewriteTagFilter {
             self.reemit(&router, EventStream::new(t, events)).await?;
         }
         Ok(Committed::new())
+    }
+}
+
+/// The new tags of a stream's events.
+enum NewTags {
+    /// No event is re-emitted.
+    None,
+    /// Every event gets this tag.
+    All(Tag),
+    /// Per event (`None`: not re-emitted).
+    Each(Vec<Option<Tag>>),
+}
+
+impl RewriteTagFilter {
+    /// The new tag of each event, and how many events are dropped: no rule matched, the tag
+    /// is unchanged, the new tag is empty.
+    fn new_tags(&self, tag: &Tag, events: &[Event]) -> (NewTags, [usize; 3]) {
+        self.cache
+            .with_row(tag, |row| self.new_tags_in(tag, events, row))
+    }
+
+    fn new_tags_in(&self, tag: &Tag, events: &[Event], row: &mut TagRow) -> (NewTags, [usize; 3]) {
+        let mut counts = [0usize; 3];
+        let mut new_tag = |ev: &Event| match self.cfg.rewrite(tag.as_bytes(), &ev.record, row) {
+            None => {
+                counts[0] += 1;
+                None
+            }
+            Some(t) if t.as_bytes().is_empty() => {
+                counts[2] += 1;
+                None
+            }
+            Some(t) if t == *tag => {
+                counts[1] += 1;
+                None
+            }
+            Some(t) => Some(t),
+        };
+        let mut out = NewTags::None;
+        let mut each: Vec<Option<Tag>> = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
+            let t = new_tag(ev);
+            if i == 0 {
+                match t {
+                    Some(t) => out = NewTags::All(t),
+                    None => each.push(None),
+                }
+                continue;
+            }
+            if let NewTags::All(first) = &out {
+                if t.as_ref() == Some(first) {
+                    continue;
+                }
+                each.reserve(events.len());
+                each.resize(i, Some(first.clone()));
+                out = NewTags::None;
+            }
+            each.push(t);
+        }
+        if !each.is_empty() && each.iter().any(Option::is_some) {
+            out = NewTags::Each(each);
+        }
+        (out, counts)
     }
 }
 
@@ -720,8 +722,7 @@ mod tests {
     }
 
     fn new_tag(c: &RewriteConfig, tag: &str, r: &Record) -> Option<String> {
-        let mut cache = vec![None; c.rules.len()];
-        c.rewrite(tag.as_bytes(), r, &mut cache)
+        c.rewrite(tag.as_bytes(), r, &mut TagRow::new())
             .map(|t| t.to_string())
     }
 
@@ -781,6 +782,81 @@ mod tests {
     }
 
     #[test]
+    fn tag_cache_holds_tag_only_templates() {
+        // Rule 0 renders a capture group (a record value): never cached. Rule 1 is inverted:
+        // its `$1` is empty, so its tag depends on the stream tag only and is cached.
+        let c = cfg("<match t.**>\n  @type rewrite_tag_filter\n  <rule>\n    key k\n    pattern ^(\\w+)$\n    tag out.$1\n  </rule>\n  <rule>\n    key k\n    pattern ^(\\w+)$\n    invert true\n    tag ${tag}.other$1.__TAG_PARTS[1]__\n  </rule>\n</match>\n");
+        assert!(!c.rules[0].cacheable && c.rules[1].cacheable);
+        let mut row = TagRow::new();
+        let tag_of = |t: &str, k: &str, row: &mut TagRow| {
+            c.rewrite(t.as_bytes(), &rec(&[("k", k)]), row)
+                .map(|t| t.to_string())
+        };
+        assert_eq!(tag_of("t.x", "a", &mut row).as_deref(), Some("out.a"));
+        assert!(row.iter().all(Option::is_none), "{row:?}");
+        assert_eq!(tag_of("t.x", "b", &mut row).as_deref(), Some("out.b"));
+        assert_eq!(
+            tag_of("t.x", "a b", &mut row).as_deref(),
+            Some("t.x.other.x")
+        );
+        assert_eq!(row.len(), 2);
+        assert!(row[0].is_none());
+        assert_eq!(
+            row[1].as_ref().map(|t| t.to_string()).as_deref(),
+            Some("t.x.other.x")
+        );
+        // The cached tag is used for the next record of that stream tag.
+        assert_eq!(
+            tag_of("t.x", "c d", &mut row).as_deref(),
+            Some("t.x.other.x")
+        );
+    }
+
+    #[test]
+    fn tag_cache_is_per_stream_tag() {
+        let mut ctx = BuildCtx::default();
+        let rw = RewriteTagFilter::new(
+            &section("<match docker.**>\n  @type rewrite_tag_filter\n  hostname_command hostname -s\n  <rule>\n    key marker\n    pattern /^AUDIT$/\n    tag ${tag}.audit\n  </rule>\n  <rule>\n    key marker\n    pattern /^AUDIT$/\n    invert true\n    tag ${tag_parts[1]}.__TAG__.${hostname}\n  </rule>\n</match>\n"),
+            &mut ctx,
+        )
+        .unwrap();
+        let events = [ev(&[("marker", "x")]), ev(&[("log", "y")])];
+        let all = |t: &str| match rw.new_tags(&Tag::from(t), &events) {
+            (NewTags::All(t), [0, 0, 0]) => t.to_string(),
+            _ => panic!("{t}: not one new tag"),
+        };
+        let host = ctx
+            .hostname
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        for _ in 0..2 {
+            assert_eq!(all("docker.a.1"), format!("a.docker.a.1.{host}"));
+            assert_eq!(all("docker.b.1"), format!("b.docker.b.1.{host}"));
+        }
+        let row = rw.cache.row(&Tag::from("docker.a.1"));
+        assert_eq!(
+            row.get(1).cloned().flatten().map(|t| t.to_string()),
+            Some(format!("a.docker.a.1.{host}"))
+        );
+        // Mixed streams: each event its own tag, in order.
+        let mixed = [ev(&[("marker", "AUDIT")]), ev(&[("marker", "x")])];
+        match rw.new_tags(&Tag::from("docker.a.1"), &mixed) {
+            (NewTags::Each(v), [0, 0, 0]) => assert_eq!(
+                v.iter()
+                    .map(|t| t.as_ref().map(|t| t.to_string()))
+                    .collect::<Vec<_>>(),
+                [
+                    Some("docker.a.1.audit".to_string()),
+                    Some(format!("a.docker.a.1.{host}"))
+                ]
+            ),
+            _ => panic!("not per event"),
+        }
+    }
+
+    #[test]
     fn config_errors_point_at_the_line() {
         let bad = |text: &str| {
             RewriteConfig::parse(&section(text), "h")
@@ -789,7 +865,9 @@ mod tests {
         };
         let e = bad("<match a>\n  @type rewrite_tag_filter\n  <rule>\n    key k\n    pattern .+\n    tag ${tagg}\n  </rule>\n</match>\n");
         assert!(
-            e.starts_with("t.conf:6:5:") && e.contains("unknown placeholder ${tagg}"),
+            e.starts_with("t.conf:6:5:")
+                && e.contains("placeholder ${tagg}")
+                && e.contains("unknown placeholder"),
             "{e}"
         );
         let e = bad("<match a>\n  @type rewrite_tag_filter\n  <rule>\n    key k\n    pattern /(/\n    tag x\n  </rule>\n</match>\n");
