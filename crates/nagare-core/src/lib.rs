@@ -8,6 +8,7 @@
 //! * [`ratelimit::LogLimiter`]: keeps repeated warnings from flooding the log.
 
 pub mod ack;
+pub mod civil;
 pub mod event;
 pub mod health;
 pub mod json;

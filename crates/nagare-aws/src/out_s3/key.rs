@@ -25,6 +25,7 @@
 //! control characters become `_`, and a value of `.` or `..` becomes `_`, so data can add
 //! neither prefix levels nor path traversal (the on-disk store maps keys to paths).
 
+pub use nagare_core::civil::{civil_from_days, days_from_civil};
 use nagare_core::{ChunkId, ChunkKey};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -287,30 +288,6 @@ impl TimeFormat {
 fn weekday(days: i64) -> usize {
     // 1970-01-01 was a Thursday.
     (days + 4).rem_euclid(7) as usize
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day number (inverse of [`days_from_civil`]).
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + if m <= 2 { 1 } else { 0 }, m, d)
 }
 
 /// A fixed UTC offset (`timekey_zone`, `timezone`): `UTC`, `Z`, `+09:00`, `-0700`, `+09`.

@@ -34,6 +34,7 @@ use crate::plugin::OutputPlugin;
 use crate::BuildCtx;
 use flate2::write::GzEncoder;
 use nagare_config::{ConfigError, Section};
+use nagare_core::civil::{civil_from_days, days_from_civil};
 use nagare_core::ack::Committed;
 use nagare_core::json::{write_record, JsonStats};
 use nagare_core::metrics::ReasonCounters;
@@ -216,29 +217,6 @@ impl TimeFormat {
             }
         }
     }
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Reads `utc`, `localtime`, `timezone`: only UTC is supported.

@@ -29,25 +29,9 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>,
 
 /// `YYYY-MM-DD HH:MM:SS.NNNNNNNNN +0000`.
 pub fn format_time(t: EventTime) -> String {
-    let secs = t.secs() as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
+    let (y, m, d, hh, mm, ss) = nagare_core::civil::civil_from_secs(t.secs() as i64);
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:09} +0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
+        "{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}.{:09} +0000",
         t.nanos()
     )
 }
