@@ -539,8 +539,7 @@ fn split_entry(e: &[u8]) -> Option<((u32, u32), usize)> {
     }
     let t_end = skip_complete(e, hl).ok()?;
     let time = read_time(&e[hl..t_end]).unwrap_or((0, 0));
-    let (_, mhl) = read_map_len(&e[t_end..])?;
-    let _ = mhl;
+    read_map_len(&e[t_end..])?;
     Some((time, t_end))
 }
 
@@ -1006,7 +1005,11 @@ fn write_json_record(
         })()
     };
     out.push(b'\n');
-    st.invalid_utf8 += inv;
+    // Only a written line counts: a failed one is retried by the caller's slow path (or
+    // skipped and counted there), so counting here too would count it twice.
+    if used.is_some() {
+        st.invalid_utf8 += inv;
+    }
     used
 }
 

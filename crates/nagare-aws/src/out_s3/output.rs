@@ -509,13 +509,18 @@ impl Output for S3Output {
             .encode(chunk, &tag)
             .await
             .map_err(|e| self.fail(e, chunk))?;
-        inner.m.skipped_entries.add(st.skipped as u64);
-        inner.m.invalid_utf8.add(st.invalid_utf8 as u64);
+        // Counted once the chunk is done with (written, or nothing to write): a failed upload
+        // is retried and would count the same entries again.
+        let count_encode = || {
+            inner.m.skipped_entries.add(st.skipped as u64);
+            inner.m.invalid_utf8.add(st.invalid_utf8 as u64);
+            if st.skipped > 0 {
+                tracing::warn!(plugin_id = %inner.id, chunk = %chunk.id.hex(), skipped = st.skipped, records = st.records, "chunk entries that are not [time, map] were dropped");
+            }
+        };
         if st.records == 0 {
             self.reclaim(Bytes::from(body));
-            if st.skipped > 0 {
-                tracing::warn!(plugin_id = %inner.id, chunk = %chunk.id.hex(), skipped = st.skipped, "chunk held no valid entries; nothing written");
-            }
+            count_encode();
             return Ok(());
         }
         let time = chunk
@@ -536,6 +541,7 @@ impl Output for S3Output {
         self.reclaim(body);
         match res {
             Ok(key) => {
+                count_encode();
                 inner.m.objects.inc();
                 inner.m.records.add(st.records as u64);
                 inner.m.uploaded_bytes.add(size as u64);

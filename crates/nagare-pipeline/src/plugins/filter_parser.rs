@@ -45,6 +45,7 @@ use crate::BuildCtx;
 use bytes::Bytes;
 use nagare_config::{ConfigError, Params, Section};
 use nagare_core::metrics::{Counter, ReasonCounters};
+use nagare_core::ratelimit::LogLimiter;
 use nagare_core::{Event, EventStream, EventTime, Map, Record, Value};
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -68,6 +69,9 @@ pub struct ParserFilter {
     raw_key: Option<Bytes>,
     failures: [Counter; 3],
     dropped: [Counter; 3],
+    /// Keeps the warning for dropped events from flooding the log.
+    limiter: LogLimiter,
+    id: String,
 }
 
 fn reason_index(r: &str) -> usize {
@@ -181,6 +185,8 @@ fn configure(p: &mut Params<'_>, sec: &Section, id: &str) -> Result<ParserFilter
         emit_invalid_record_to_error,
         failures: REASONS.map(|r| failures.get(r)),
         dropped: REASONS.map(|r| dropped.get(r)),
+        limiter: LogLimiter::default(),
+        id: id.to_string(),
     })
 }
 
@@ -497,6 +503,10 @@ impl Filter for ParserFilter {
             }
             if dropped[i] > 0 {
                 self.dropped[i].add(dropped[i]);
+                let reason = REASONS[i];
+                if let Some(suppressed) = self.limiter.check(reason) {
+                    tracing::warn!(plugin_id = %self.id, %tag, reason, events = dropped[i], suppressed, "filter_parser: events dropped (emit_invalid_record_to_error is false)");
+                }
             }
         }
     }
