@@ -13,54 +13,6 @@ pub struct EntryError {
     pub reason: &'static str,
 }
 
-fn be(b: &[u8]) -> u64 {
-    b.iter().fold(0u64, |a, &x| (a << 8) | x as u64)
-}
-
-/// Reads an EventTime (ext 0, as fixext8 or ext8) or an integer / float time.
-fn read_time(b: &[u8]) -> Option<(EventTime, usize)> {
-    let t = *b.first()?;
-    let secs = |v: u64| EventTime::from_secs(v.min(u32::MAX as u64) as u32);
-    Some(match t {
-        0xd7 if b.len() >= 10 && b[1] == 0 => (
-            EventTime::new(be(&b[2..6]) as u32, be(&b[6..10]) as u32),
-            10,
-        ),
-        0xc7 if b.len() >= 11 && b[1] == 8 && b[2] == 0 => (
-            EventTime::new(be(&b[3..7]) as u32, be(&b[7..11]) as u32),
-            11,
-        ),
-        0x00..=0x7f => (secs(t as u64), 1),
-        0xcc if b.len() >= 2 => (secs(b[1] as u64), 2),
-        0xcd if b.len() >= 3 => (secs(be(&b[1..3])), 3),
-        0xce if b.len() >= 5 => (secs(be(&b[1..5])), 5),
-        0xcf if b.len() >= 9 => (secs(be(&b[1..9])), 9),
-        0xd0..=0xd3 => {
-            let n = 1usize << (t - 0xd0);
-            if b.len() < 1 + n {
-                return None;
-            }
-            let v = be(&b[1..1 + n]);
-            let signed = (v << (64 - 8 * n)) as i64 >> (64 - 8 * n);
-            (secs(signed.max(0) as u64), 1 + n)
-        }
-        0xca if b.len() >= 5 => {
-            let f = f32::from_bits(be(&b[1..5]) as u32) as f64;
-            (float_time(f), 5)
-        }
-        0xcb if b.len() >= 9 => (float_time(f64::from_bits(be(&b[1..9]))), 9),
-        _ => return None,
-    })
-}
-
-fn float_time(f: f64) -> EventTime {
-    if !(f.is_finite() && f >= 0.0) {
-        return EventTime::from_secs(0);
-    }
-    let secs = f.trunc().min(u32::MAX as f64) as u32;
-    EventTime::new(secs, ((f - f.trunc()) * 1e9) as u32)
-}
-
 /// Iterates entries; each item is an event or the error that ends the iteration.
 pub struct Entries {
     bytes: Bytes,
@@ -87,7 +39,7 @@ impl Entries {
         if n != 2 && n != 3 {
             return Err(err("entry is not [time, record]"));
         }
-        let (time, tl) = read_time(&b[hl..]).ok_or_else(|| err("bad event time"))?;
+        let (time, tl) = EventTime::read_msgpack(&b[hl..]).ok_or_else(|| err("bad event time"))?;
         let rstart = hl + tl;
         let rend = skip_complete(b, rstart).map_err(|_| err("truncated record"))?;
         match b.get(rstart) {

@@ -101,6 +101,56 @@ impl EventTime {
             out.put_slice(&self.to_ext_bytes());
         }
     }
+
+    /// Reads a time at the start of `b` as buffer chunks and outputs store it: EventTime (ext
+    /// type 0 as fixext8 or ext8), an integer (negative ones clamp to 0, big ones to
+    /// `u32::MAX`) or a float (non-finite or negative: 0). Returns the time and the bytes it
+    /// took; `None` for anything else or a truncated value.
+    pub fn read_msgpack(b: &[u8]) -> Option<(EventTime, usize)> {
+        fn be(b: &[u8]) -> u64 {
+            b.iter().fold(0u64, |a, &x| (a << 8) | x as u64)
+        }
+        fn float_time(f: f64) -> EventTime {
+            if !(f.is_finite() && f >= 0.0) {
+                return EventTime::from_secs(0);
+            }
+            let secs = f.trunc().min(u32::MAX as f64) as u32;
+            EventTime::new(secs, ((f - f.trunc()) * 1e9) as u32)
+        }
+        let t = *b.first()?;
+        let secs = |v: u64| EventTime::from_secs(v.min(u32::MAX as u64) as u32);
+        Some(match t {
+            0xd7 if b.len() >= 10 && b[1] == 0 => (
+                EventTime::new(be(&b[2..6]) as u32, be(&b[6..10]) as u32),
+                10,
+            ),
+            0xc7 if b.len() >= 11 && b[1] == 8 && b[2] == 0 => (
+                EventTime::new(be(&b[3..7]) as u32, be(&b[7..11]) as u32),
+                11,
+            ),
+            0x00..=0x7f => (secs(t as u64), 1),
+            0xcc if b.len() >= 2 => (secs(b[1] as u64), 2),
+            0xcd if b.len() >= 3 => (secs(be(&b[1..3])), 3),
+            0xce if b.len() >= 5 => (secs(be(&b[1..5])), 5),
+            0xcf if b.len() >= 9 => (secs(be(&b[1..9])), 9),
+            0xe0..=0xff => (secs(0), 1),
+            0xd0..=0xd3 => {
+                let n = 1usize << (t - 0xd0);
+                if b.len() < 1 + n {
+                    return None;
+                }
+                let v = be(&b[1..1 + n]);
+                let signed = (v << (64 - 8 * n)) as i64 >> (64 - 8 * n);
+                (secs(signed.max(0) as u64), 1 + n)
+            }
+            0xca if b.len() >= 5 => {
+                let f = f32::from_bits(be(&b[1..5]) as u32) as f64;
+                (float_time(f), 5)
+            }
+            0xcb if b.len() >= 9 => (float_time(f64::from_bits(be(&b[1..9]))), 9),
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Debug for EventTime {
@@ -365,6 +415,56 @@ impl EventStream {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn read_msgpack_times() {
+        let mut b = BytesMut::new();
+        EventTime::new(1_700_000_000, 5).write_msgpack(&mut b, false);
+        assert_eq!(
+            EventTime::read_msgpack(&b),
+            Some((EventTime::new(1_700_000_000, 5), 10))
+        );
+        let mut ext8 = vec![0xc7, 8, 0];
+        ext8.extend_from_slice(&EventTime::new(7, 9).to_ext_bytes());
+        assert_eq!(
+            EventTime::read_msgpack(&ext8),
+            Some((EventTime::new(7, 9), 11))
+        );
+        assert_eq!(
+            EventTime::read_msgpack(&[0x2a]),
+            Some((EventTime::from_secs(42), 1))
+        );
+        assert_eq!(
+            EventTime::read_msgpack(&[0xce, 0x65, 0x53, 0xf1, 0x00]),
+            Some((EventTime::from_secs(1_700_000_000), 5))
+        );
+        // Negative integers clamp to 0 (an int32 is not read as a huge unsigned number).
+        assert_eq!(
+            EventTime::read_msgpack(&[0xd2, 0xff, 0xff, 0xff, 0xfe]),
+            Some((EventTime::from_secs(0), 5))
+        );
+        assert_eq!(
+            EventTime::read_msgpack(&[0xff]),
+            Some((EventTime::from_secs(0), 1))
+        );
+        let mut f = vec![0xcb];
+        f.extend_from_slice(&1.5f64.to_bits().to_be_bytes());
+        assert_eq!(
+            EventTime::read_msgpack(&f),
+            Some((EventTime::new(1, 500_000_000), 9))
+        );
+        let mut nan = vec![0xcb];
+        nan.extend_from_slice(&f64::NAN.to_bits().to_be_bytes());
+        assert_eq!(
+            EventTime::read_msgpack(&nan),
+            Some((EventTime::from_secs(0), 9))
+        );
+        // Truncated or not a time.
+        assert_eq!(EventTime::read_msgpack(&b[..9]), None);
+        assert_eq!(EventTime::read_msgpack(&[0xce, 1]), None);
+        assert_eq!(EventTime::read_msgpack(&[0xa1, b'x']), None);
+        assert_eq!(EventTime::read_msgpack(&[]), None);
+    }
+
     use super::*;
 
     #[test]

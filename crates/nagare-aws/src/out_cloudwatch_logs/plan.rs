@@ -9,7 +9,7 @@ use super::names;
 use super::Inner;
 use nagare_core::json::{write_json_str, write_value, JsonStats};
 use nagare_core::msgpack::{read_array_len, read_map_len, read_str_or_bin, skip_complete};
-use nagare_core::{Chunk, Event, EventTime, Record, Value};
+use nagare_core::{Chunk, Event, EventTime, Record};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -107,21 +107,10 @@ fn value_text<'a>(buf: &'a [u8], vs: usize, ve: usize) -> Option<Cow<'a, [u8]>> 
     }
 }
 
+/// The entry time at `pos` and the position after it ([`EventTime::read_msgpack`], the
+/// buffer's reader).
 fn read_time(bytes: &bytes::Bytes, pos: usize) -> Option<(EventTime, usize)> {
-    let (v, end) = Value::decode(bytes, pos).ok()?;
-    let t = match v {
-        Value::Ext(0, d) if d.len() == 8 => EventTime::new(
-            u32::from_be_bytes([d[0], d[1], d[2], d[3]]),
-            u32::from_be_bytes([d[4], d[5], d[6], d[7]]),
-        ),
-        Value::UInt(u) => EventTime::from_secs(u.min(u32::MAX as u64) as u32),
-        Value::Int(i) => EventTime::from_secs(i.clamp(0, u32::MAX as i64) as u32),
-        Value::Float(f) if f.is_finite() && f >= 0.0 => {
-            EventTime::new(f.trunc() as u32, (f.fract() * 1e9) as u32)
-        }
-        _ => return None,
-    };
-    Some((t, end))
+    EventTime::read_msgpack(bytes.get(pos..)?).map(|(t, n)| (t, pos + n))
 }
 
 fn millis(t: EventTime) -> i64 {

@@ -25,6 +25,7 @@
 
 use super::key::{TimeFormat, Zone};
 use nagare_core::msgpack::{read_array_len, read_map_len, read_str_or_bin, skip_complete};
+use nagare_core::EventTime;
 use std::io;
 
 /// `store_as`.
@@ -543,22 +544,9 @@ fn split_entry(e: &[u8]) -> Option<((u32, u32), usize)> {
     Some((time, t_end))
 }
 
-/// EventTime ext (fixext8 or ext8, type 0) or an integer.
+/// An entry's time as (seconds, nanoseconds): [`EventTime::read_msgpack`], the buffer's reader.
 fn read_time(t: &[u8]) -> Option<(u32, u32)> {
-    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    match *t.first()? {
-        0xd7 if t.len() >= 10 && t[1] == 0 => Some((be32(&t[2..6]), be32(&t[6..10]))),
-        0xc7 if t.len() >= 11 && t[1] == 8 && t[2] == 0 => Some((be32(&t[3..7]), be32(&t[7..11]))),
-        b @ 0x00..=0x7f => Some((b as u32, 0)),
-        0xcc => Some((*t.get(1)? as u32, 0)),
-        0xcd => Some((u16::from_be_bytes([t[1], t[2]]) as u32, 0)),
-        0xce | 0xd2 if t.len() >= 5 => Some((be32(&t[1..5]), 0)),
-        0xcf | 0xd3 if t.len() >= 9 => {
-            let v = u64::from_be_bytes(t[1..9].try_into().ok()?);
-            Some((u32::try_from(v).unwrap_or(0), 0))
-        }
-        _ => None,
-    }
+    EventTime::read_msgpack(t).map(|(t, _)| (t.secs(), t.nanos()))
 }
 
 // ---- JSON ----------------------------------------------------------------------------------
