@@ -454,6 +454,12 @@ impl Buffer {
             let (mut raw, mut n) = (s.meta.raw, 0usize);
             entries.clear();
             let direct = matches!(s.data, StagedData::Mem(_));
+            // An uncompressed frame is built in place: its header reserved, the entries
+            // written after it, the header sealed over them (no copy of the entries).
+            let in_place = !direct && self.cfg.compress != Compress::Gzip;
+            if in_place {
+                entries.resize(format::FRAME_HEADER_LEN, 0);
+            }
             while i < evs.len() {
                 let len = evs[i].entry_len();
                 let recs = s.meta.records + n;
@@ -472,14 +478,16 @@ impl Buffer {
                 let stored_delta = if direct {
                     raw - s.meta.raw
                 } else {
-                    frame.clear();
-                    if self.cfg.compress == Compress::Gzip {
+                    let frame: &[u8] = if in_place {
+                        format::seal_frame(entries, n as u32);
+                        entries
+                    } else {
+                        frame.clear();
                         gz.clear();
                         crate::compress::gzip_into(gz, entries);
                         format::write_frame(frame, gz, entries.len(), n as u32);
-                    } else {
-                        format::write_frame(frame, entries, entries.len(), n as u32);
-                    }
+                        frame
+                    };
                     match &mut s.data {
                         StagedData::MemFramed(v) => v.extend_from_slice(frame),
                         StagedData::File(f) => {

@@ -257,9 +257,35 @@ pub fn write_frame(out: &mut Vec<u8>, payload: &[u8], raw_len: usize, records: u
     out.extend_from_slice(payload);
 }
 
+/// Fills in the header of a frame built in place: `frame` is [`FRAME_HEADER_LEN`] reserved
+/// bytes followed by the uncompressed payload (the same bytes [`write_frame`] writes, without
+/// copying the payload).
+pub fn seal_frame(frame: &mut [u8], records: u32) {
+    let len = (frame.len() - FRAME_HEADER_LEN) as u32;
+    let (head, payload) = frame.split_at_mut(FRAME_HEADER_LEN);
+    head[..4].copy_from_slice(FRAME_MAGIC);
+    head[4..8].copy_from_slice(&len.to_le_bytes());
+    head[8..12].copy_from_slice(&len.to_le_bytes());
+    head[12..16].copy_from_slice(&records.to_le_bytes());
+    let c = crc(&[&head[4..16], payload]);
+    head[16..20].copy_from_slice(&c.to_le_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_sealed_in_place_is_the_written_frame() {
+        let mut written = Vec::new();
+        write_frame(&mut written, b"payload bytes", 13, 3);
+        let mut in_place = vec![0u8; FRAME_HEADER_LEN];
+        in_place.extend_from_slice(b"payload bytes");
+        seal_frame(&mut in_place, 3);
+        assert_eq!(in_place, written);
+        let h = FrameHeader::parse(&in_place).unwrap();
+        assert!(h.verify(&in_place[..FRAME_HEADER_LEN], &in_place[FRAME_HEADER_LEN..]));
+    }
 
     fn header() -> Header {
         Header {
