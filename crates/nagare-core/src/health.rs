@@ -46,6 +46,15 @@ pub fn buffer_usage(id: &str, used: u64, limit: u64) {
     })
 }
 
+/// Forgets output `id` (a configuration reload stopped it): a removed output that was failing
+/// or full must not keep `/health` unhealthy.
+pub fn forget(id: &str) {
+    registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(id);
+}
+
 /// Thresholds for [`check`].
 #[derive(Debug, Clone, Copy)]
 pub struct Thresholds {
@@ -114,6 +123,8 @@ mod tests {
         output_succeeded("h-test-1");
         buffer_usage("h-test-1", 60, 100);
         assert!(check(&t).unwrap_err().iter().any(|r| r.contains("60%")));
+        forget("h-test-1");
+        assert!(check(&t).is_ok(), "a forgotten output is not reported");
         buffer_usage("h-test-1", 10, 100);
         assert!(check(&t).is_ok());
     }

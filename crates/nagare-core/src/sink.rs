@@ -102,7 +102,7 @@ impl EventSink for MemorySink {
 }
 
 /// A sink whose target can be replaced while inputs keep running (configuration reload).
-/// Emits hold a read lock for their whole duration; [`SwapSink::swap`] takes the write lock,
+/// Emits hold a read lock for their whole duration; [`SwapSink::pause`] takes the write lock,
 /// so it waits for emits in progress and holds new ones back until the new target is in place:
 /// no event is routed to a pipeline that is being taken down.
 pub struct SwapSink {
@@ -123,11 +123,6 @@ impl SwapSink {
         SwapGuard {
             guard: self.inner.write().await,
         }
-    }
-
-    /// Replaces the target at once.
-    pub async fn swap(&self, next: std::sync::Arc<dyn EventSink>) {
-        self.pause().await.install(next);
     }
 }
 
@@ -171,7 +166,7 @@ mod swap_tests {
         let b = MemorySink::new();
         let s = SwapSink::new(a.clone());
         s.emit(EventStream::new("t".into(), vec![])).await.unwrap();
-        s.swap(b.clone()).await;
+        s.pause().await.install(b.clone());
         s.emit(EventStream::new("t".into(), vec![])).await.unwrap();
         assert_eq!((a.streams().len(), b.streams().len()), (1, 1));
     }

@@ -66,6 +66,15 @@ pub fn parse(sec: Option<&Section>) -> Result<BufferConfig, ConfigError> {
     parse_with(sec, &Defaults::default(), None, "output")
 }
 
+/// Checks the `<buffer>` of an output that does not buffer (null, stdout: Fluentd configs often
+/// carry one) like a buffered output's, `<system> root_dir` included, and then ignores it.
+pub fn check_unused(p: &mut Params<'_>, ctx: &BuildCtx, id: &str) -> Result<(), ConfigError> {
+    if let Some(b) = p.section("buffer")? {
+        parse_with(Some(b), &Defaults::default(), Some(ctx), id)?;
+    }
+    Ok(())
+}
+
 /// Parses a Fluentd zone: `+0900`, `-05:30`, `UTC`, `Z`.
 fn parse_zone(z: &str) -> Option<i64> {
     let z = z.trim();

@@ -640,6 +640,19 @@ impl Runtime {
             warnings.push("the admin endpoint's address (admin_bind/admin_port, monitor_agent) changes only at the next restart".into());
         }
         drop(checked);
+        // Inputs removed by an earlier reload may still be finishing their last batch into
+        // the running pipeline; their SwapSinks are not paused, so let them finish first (else
+        // they would keep the old routers, and their file buffers' locks, alive).
+        let retired = async { while self.retiring.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.drain_timeout, retired)
+            .await
+            .is_err()
+        {
+            return Err(ReloadError::Failed(format!(
+                "inputs removed by the previous reload did not finish their last batch within shutdown_drain_timeout ({:?}); the running configuration is kept",
+                self.drain_timeout
+            )));
+        }
         // 3. Pause: emits in progress finish into the old pipeline, new ones wait.
         let swaps: Vec<Arc<SwapSink>> = self.inputs.iter().map(|i| i.swap.clone()).collect();
         let t_pause = Instant::now();
@@ -664,19 +677,14 @@ impl Runtime {
         let t_drain = Instant::now();
         let old = std::mem::replace(
             &mut self.gen,
-            Generation {
-                out_trigger: shutdown::channel().0,
-                outputs: JoinSet::new(),
-                routers: Vec::new(),
-            },
+            Generation::launch(Default::default(), Vec::new()),
         );
         old.stop(self.drain_timeout).await;
         let drain = t_drain.elapsed();
         // The old outputs are gone: forget their health facts (a removed output that was
         // failing must not keep /health at 503; the new outputs report their own).
         for id in &self.output_ids {
-            nagare_core::health::output_succeeded(id);
-            nagare_core::health::buffer_usage(id, 0, 0);
+            nagare_core::health::forget(id);
         }
         // 5. Build the new pipeline for real (file buffers recover here); on failure rebuild
         //    the previous configuration.

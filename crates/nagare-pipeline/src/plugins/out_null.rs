@@ -20,9 +20,7 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>,
     p.ignore("@log_level");
     // A `<buffer>` (Fluentd configs often carry one) is checked like any other and then
     // unused: nothing is buffered on the way to nowhere.
-    if let Some(b) = p.section("buffer")? {
-        crate::buffer::parse(Some(b))?;
-    }
+    crate::buffer::check_unused(&mut p, ctx, &id)?;
     p.finish()?;
     Ok(Arc::new(NullOutput {
         records: counter(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 pub struct StdoutOutput;
 
 pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>, ConfigError> {
-    let _ = super::plugin_id(sec, ctx, "stdout");
+    let id = super::plugin_id(sec, ctx, "stdout");
     let mut p = sec.params();
     p.ignore("@type");
     p.ignore("@id");
@@ -20,9 +20,7 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>,
     // Fluentd configs often carry these: the line format is always Fluentd's default
     // (`TIME TAG: JSON`), and lines are written as events come (a `<buffer>` is checked, unused).
     let _ = p.section("format")?;
-    if let Some(b) = p.section("buffer")? {
-        crate::buffer::parse(Some(b))?;
-    }
+    crate::buffer::check_unused(&mut p, ctx, &id)?;
     p.finish()?;
     Ok(Arc::new(StdoutOutput))
 }
@@ -73,5 +71,26 @@ mod tests {
             format_time(EventTime::new(1441588984, 123456789)),
             "2015-09-07 01:23:04.123456789 +0000"
         );
+    }
+
+    /// An unused `<buffer @type file>` without `path` is accepted under `<system> root_dir`
+    /// (as for buffered outputs) and refused without it.
+    #[test]
+    fn unused_file_buffer_uses_root_dir() {
+        let conf = |system: &str| {
+            format!(
+                "{system}<match a.**>\n  @type stdout\n  <buffer>\n    @type file\n  </buffer>\n</match>\n<match **>\n  @type null\n  <buffer>\n    @type file\n  </buffer>\n</match>\n"
+            )
+        };
+        let check = |text: &str| {
+            let root = nagare_config::parse_str(text, std::path::Path::new("t.conf")).unwrap();
+            crate::Pipeline::validate(&root).map(|_| ())
+        };
+        check(&conf(
+            "<system>\n  root_dir /tmp/nagare-unused\n</system>\n",
+        ))
+        .unwrap();
+        let e = check(&conf("")).unwrap_err();
+        assert!(e.to_string().contains("root_dir"), "{e}");
     }
 }
