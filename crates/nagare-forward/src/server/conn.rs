@@ -208,6 +208,9 @@ impl Batch {
                     p
                 }
                 Err(e) => {
+                    if let Some(suppressed) = ctx.limiter.check(e.reason) {
+                        tracing::warn!(plugin_id = %ctx.cfg.id, reason = e.reason, events = n, suppressed, "in_forward: the pipeline refused a batch; it is not acked and the connection closes, so the client resends it");
+                    }
                     // Dropping the pending acks counts them as withheld; dropping the claims
                     // forgets the messages, so a resend is new work.
                     self.acks.clear();
