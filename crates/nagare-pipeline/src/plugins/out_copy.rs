@@ -57,34 +57,35 @@ pub fn build(
     }))
 }
 
+impl CopyOutput {
+    /// One store's emit; a failure under `ignore_error` is counted, logged and swallowed.
+    async fn emit_to(&self, i: usize, stream: EventStream) -> Result<(), EmitError> {
+        let (store, ignore) = &self.stores[i];
+        let events = stream.len() as u64;
+        match store.emit(stream).await {
+            Ok(_) => Ok(()),
+            Err(e) if *ignore => {
+                self.ignored.add(e.reason, events);
+                if let Some(suppressed) = self.limiter.check(e.reason) {
+                    tracing::warn!(plugin_id = %self.id, store = i, reason = e.reason, events, suppressed, "a copy store under ignore_error did not take these events: counted, not retried");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl OutputPlugin for CopyOutput {
     async fn emit(&self, stream: EventStream) -> Result<Committed, EmitError> {
+        // Records share their bytes, so a copy per store is cheap (reference counts); the last
+        // store takes the stream itself.
         let last = self.stores.len() - 1;
-        let mut stream = Some(stream);
-        for (i, (store, ignore)) in self.stores.iter().enumerate() {
-            // Records share their bytes, so a copy per store is cheap (reference counts).
-            let s = if i == last {
-                stream
-                    .take()
-                    .unwrap_or_else(|| EventStream::new("".into(), vec![]))
-            } else {
-                stream
-                    .clone()
-                    .unwrap_or_else(|| EventStream::new("".into(), vec![]))
-            };
-            let events = s.len() as u64;
-            match store.emit(s).await {
-                Ok(_) => {}
-                Err(e) if *ignore => {
-                    self.ignored.add(e.reason, events);
-                    if let Some(suppressed) = self.limiter.check(e.reason) {
-                        tracing::warn!(plugin_id = %self.id, store = i, reason = e.reason, events, suppressed, "a copy store under ignore_error did not take these events: counted, not retried");
-                    }
-                }
-                Err(e) => return Err(e),
-            }
+        for i in 0..last {
+            self.emit_to(i, stream.clone()).await?;
         }
+        self.emit_to(last, stream).await?;
         Ok(Committed::new())
     }
 }
