@@ -32,7 +32,7 @@ fn corpus() -> Option<Corpus> {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/sample.jsonl")
         });
     let Ok(text) = std::fs::read_to_string(&path) else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        if cloudwatch_common::moto::ci() {
             panic!("CI=true but the corpus {} is missing", path.display());
         }
         eprintln!(

@@ -12,10 +12,10 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowdown_500_and_reset_bursts_lose_and_duplicate_nothing() {
     let Some(m) = moto::moto() else { return };
-    let Some((mut proxy, pport)) = faultproxy(m.port) else {
+    let Some(proxy) = FaultProxy::start(m.port) else {
         return;
     };
-    let b = Backend::Moto(format!("http://127.0.0.1:{pport}"));
+    let b = Backend::Moto(proxy.endpoint.clone());
     let bucket = bucket("faults");
     let mut c = b.config("s3-faults", &bucket);
     c.path = "applications/${service}/app/%Y/%m/%d/%H/".into();
@@ -28,10 +28,7 @@ async fn slowdown_500_and_reset_bursts_lose_and_duplicate_nothing() {
     let n = chunks.len();
     let put = format!("PUT /{bucket}/");
     for (kind, count) in [("slowdown", 6), ("s3-500", 6), ("reset", 4)] {
-        fault(
-            pport,
-            &format!(r#"{{"match": "{put}", "count": {count}, "kind": "{kind}"}}"#),
-        );
+        proxy.inject(&put, count, kind);
     }
     let r = drive(
         Arc::new(out.clone()),
@@ -47,11 +44,10 @@ async fn slowdown_500_and_reset_bursts_lose_and_duplicate_nothing() {
         r.retryable_errors, 16,
         "each injected fault failed one attempt"
     );
-    let hits = fault_hits(pport);
-    assert_eq!(hits["hits"]["injected"], 16, "{hits}");
+    let hits = proxy.hits();
+    assert_eq!(hits["injected"], 16, "{hits}");
     let objects = read_all(&*out.store(), "applications/").await;
     assert_eq!(objects.len(), n);
     let expected: Vec<String> = kept.iter().map(|l| l.expected_json()).collect();
     assert_exactly_once(&objects, &expected);
-    let _ = proxy.kill();
 }

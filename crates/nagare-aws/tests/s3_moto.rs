@@ -224,10 +224,10 @@ async fn large_chunks_go_up_in_parts() {
 #[tokio::test]
 async fn a_failed_part_aborts_the_upload_and_the_retry_completes() {
     let Some(m) = moto::moto() else { return };
-    let Some((mut proxy, pport)) = faultproxy(m.port) else {
+    let Some(proxy) = FaultProxy::start(m.port) else {
         return;
     };
-    let b = Backend::Moto(format!("http://127.0.0.1:{pport}"));
+    let b = Backend::Moto(proxy.endpoint.clone());
     let bucket = bucket("abort");
     let out = S3Output::start(&multipart_config(&b, "s3-abort", &bucket))
         .await
@@ -235,10 +235,7 @@ async fn a_failed_part_aborts_the_upload_and_the_retry_completes() {
     let lines = big_lines(30_000);
     let refs: Vec<&Line> = lines.iter().collect();
     let ch = chunk("heron", 1_700_000_000, &refs);
-    fault(
-        pport,
-        r#"{"match": "partNumber=2", "count": 1, "kind": "s3-500"}"#,
-    );
+    proxy.inject("partNumber=2", 1, "s3-500");
     match out.write(&ch).await {
         Err(WriteError::Retryable(e)) => assert!(
             e.contains("UploadPart") && e.contains("InternalError"),
@@ -263,8 +260,7 @@ async fn a_failed_part_aborts_the_upload_and_the_retry_completes() {
     let objects = read_all(&*out.store(), "").await;
     let expected: Vec<String> = lines.iter().map(|l| l.expected_json()).collect();
     assert_exactly_once(&objects, &expected);
-    assert_eq!(fault_hits(pport)["hits"]["injected"], 1);
-    let _ = proxy.kill();
+    assert_eq!(proxy.hits()["injected"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

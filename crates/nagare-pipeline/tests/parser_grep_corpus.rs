@@ -27,6 +27,10 @@ fn corpus() -> Option<(Vec<Line>, serde_json::Value)> {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/sample.jsonl")
         });
     let Ok(text) = std::fs::read_to_string(&path) else {
+        // A missing corpus fails CI (as in nagare-aws's cloudwatch_corpus.rs): never a silent pass.
+        if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
+            panic!("CI=true but the corpus {} is missing", path.display());
+        }
         eprintln!(
             "SKIPPED: corpus {} not found (set NAGARE_CORPUS)",
             path.display()

@@ -6,6 +6,8 @@
 
 #[path = "../common/moto.rs"]
 pub mod moto;
+#[allow(unused_imports)] // not every test binary that includes this module injects faults
+pub use moto::FaultProxy;
 
 use aws_sdk_cloudwatchlogs::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_cloudwatchlogs::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -16,7 +18,6 @@ use nagare_aws::out_cloudwatch_logs::service::SdkLogs;
 use nagare_aws::out_cloudwatch_logs::CloudWatchLogs;
 use nagare_aws::{AwsSettings, Secret};
 use nagare_core::{Chunk, ChunkId, ChunkKey, Event, EventSink, EventTime, Record, Tag};
-use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -245,85 +246,4 @@ pub async fn streams(c: &aws_sdk_cloudwatchlogs::Client, group: &str) -> Vec<Str
         }
     }
     out
-}
-
-/// faultproxy.py in front of moto; stopped when dropped (and when the test process exits).
-pub struct FaultProxy {
-    pub endpoint: String,
-    pub port: u16,
-    child: Child,
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl FaultProxy {
-    /// Starts `../shared/tools/faultproxy.py` (`NAGARE_FAULTPROXY` overrides the path).
-    pub fn start(upstream_port: u16) -> Option<FaultProxy> {
-        let script = std::env::var_os("NAGARE_FAULTPROXY")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| moto::workspace_root().join("../shared/tools/faultproxy.py"));
-        if !script.exists() {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true but {} is missing", script.display());
-            }
-            eprintln!("SKIPPED: {} not found", script.display());
-            return None;
-        }
-        let python = moto::venv_python().unwrap_or_else(|| "python3".into());
-        let port = moto::free_port();
-        let code = format!(
-            "import runpy\nsys.argv = [{s:?}, '{port}', '{upstream_port}']\nrunpy.run_path({s:?}, run_name='__main__')\n",
-            s = script.display().to_string()
-        );
-        let child = moto::spawn_python(&python, &code, true).expect("spawn faultproxy");
-        assert!(
-            moto::wait_for_port(port, Duration::from_secs(15)),
-            "faultproxy did not start"
-        );
-        Some(FaultProxy {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            port,
-            child,
-        })
-    }
-
-    fn control(&self, method: &str, body: &str) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            s,
-            "{method} /__fault__ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    }
-
-    /// Fails the next `count` calls whose X-Amz-Target contains `target` with `kind`.
-    pub fn inject(&self, target: &str, count: u64, kind: &str) {
-        self.control(
-            "POST",
-            &format!(r#"{{"match":"{target}","count":{count},"kind":"{kind}"}}"#),
-        );
-    }
-
-    /// Clears every rule; returns the hit counters.
-    pub fn clear(&self) -> serde_json::Value {
-        let out = self.control("DELETE", "");
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or("{}");
-        serde_json::from_str::<serde_json::Value>(body).unwrap_or_default()["hits"].clone()
-    }
-
-    pub fn hits(&self) -> serde_json::Value {
-        let out = self.control("GET", "");
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or("{}");
-        serde_json::from_str::<serde_json::Value>(body).unwrap_or_default()["hits"].clone()
-    }
 }

@@ -30,8 +30,10 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+/// Whether this is a CI run (`CI=true` or `CI=1`, as `nagare_e2e::is_ci`): a missing
+/// component (moto, faultproxy.py, the corpus) fails the test instead of skipping it.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
 /// The venv's Python, when moto is installed there.
@@ -145,4 +147,86 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// faultproxy.py in front of moto; stopped when dropped (and when the test process exits).
+pub struct FaultProxy {
+    pub endpoint: String,
+    pub port: u16,
+    child: Child,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl FaultProxy {
+    /// Starts `../shared/tools/faultproxy.py` (`NAGARE_FAULTPROXY` overrides the path).
+    pub fn start(upstream_port: u16) -> Option<FaultProxy> {
+        let script = std::env::var_os("NAGARE_FAULTPROXY")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("../shared/tools/faultproxy.py"));
+        if !script.exists() {
+            if ci() {
+                panic!("CI=true but {} is missing", script.display());
+            }
+            eprintln!("SKIPPED: {} not found", script.display());
+            return None;
+        }
+        let python = venv_python().unwrap_or_else(|| "python3".into());
+        let port = free_port();
+        let code = format!(
+            "import runpy\nsys.argv = [{s:?}, '{port}', '{upstream_port}']\nrunpy.run_path({s:?}, run_name='__main__')\n",
+            s = script.display().to_string()
+        );
+        let child = spawn_python(&python, &code, true).expect("spawn faultproxy");
+        assert!(
+            wait_for_port(port, Duration::from_secs(15)),
+            "faultproxy did not start"
+        );
+        Some(FaultProxy {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            child,
+        })
+    }
+
+    fn control(&self, method: &str, body: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "{method} /__fault__ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// Fails the next `count` requests matching `target` (faultproxy.py matches it against the
+    /// X-Amz-Target header and the request line, e.g. `PUT /bucket/`) with `kind`.
+    pub fn inject(&self, target: &str, count: u64, kind: &str) {
+        self.control(
+            "POST",
+            &format!(r#"{{"match":"{target}","count":{count},"kind":"{kind}"}}"#),
+        );
+    }
+
+    /// Clears every rule; returns the hit counters.
+    pub fn clear(&self) -> serde_json::Value {
+        let out = self.control("DELETE", "");
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("{}");
+        serde_json::from_str::<serde_json::Value>(body).unwrap_or_default()["hits"].clone()
+    }
+
+    pub fn hits(&self) -> serde_json::Value {
+        let out = self.control("GET", "");
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("{}");
+        serde_json::from_str::<serde_json::Value>(body).unwrap_or_default()["hits"].clone()
+    }
 }

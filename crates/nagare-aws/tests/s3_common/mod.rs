@@ -7,6 +7,8 @@
 
 #[path = "../common/moto.rs"]
 pub mod moto;
+#[allow(unused_imports)] // not every test binary that includes this module injects faults
+pub use moto::FaultProxy;
 
 use bytes::{Bytes, BytesMut};
 use nagare_aws::out_s3::{Endpoint, ObjectStore, S3Config};
@@ -395,63 +397,11 @@ pub fn assert_exactly_once(objects: &BTreeMap<String, Vec<String>>, expected: &[
     assert_eq!(total, expected.len(), "line count");
 }
 
-/// faultproxy.py in front of `upstream_port`: returns (child, port).
-pub fn faultproxy(upstream_port: u16) -> Option<(std::process::Child, u16)> {
-    let script = moto::workspace_root().join("../shared/tools/faultproxy.py");
-    if !script.exists() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI=true but {} is missing", script.display());
-        }
-        eprintln!("SKIPPED: {} not found", script.display());
-        return None;
-    }
-    let port = moto::free_port();
-    let child = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(upstream_port.to_string())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn faultproxy.py");
-    assert!(
-        moto::wait_for_port(port, Duration::from_secs(10)),
-        "faultproxy did not start"
-    );
-    Some((child, port))
-}
-
-/// Adds a faultproxy rule (`POST /__fault__`).
-pub fn fault(port: u16, rule: &str) {
-    http(port, "POST", rule);
-}
-
-/// The proxy's counters.
-pub fn fault_hits(port: u16) -> serde_json::Value {
-    let body = http(port, "GET", "");
-    serde_json::from_str(&body).expect("faultproxy reply")
-}
-
-fn http(port: u16, method: &str, body: &str) -> String {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect faultproxy");
-    write!(
-        s,
-        "{method} /__fault__ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
-}
-
 /// Spawns a dedicated moto (for tests that stop it or turn on authentication); `env` is set
 /// in its environment before moto is imported.
 pub fn dedicated_moto(env: &[(&str, &str)]) -> Option<(std::process::Child, u16)> {
     let Some(py) = moto::venv_python() else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        if moto::ci() {
             panic!("CI=true but .ci/venv/bin/moto_server is missing (run .ci/install-deps.sh)");
         }
         eprintln!(
