@@ -299,8 +299,10 @@ fn metrics_parse_and_health_follows_cloudwatch() {
         "nagare_config_reloads",
     ] {
         assert!(
-            names.iter().any(|n| n.starts_with(want)),
-            "no metric family {want}* in /metrics; families: {names:?}"
+            families
+                .iter()
+                .any(|(n, samples)| n.starts_with(want) && *samples > 0),
+            "no metric family {want}* with samples in /metrics; families: {names:?}"
         );
     }
     eprintln!(

@@ -91,7 +91,7 @@ fn reloads(p: &Proc, result: &str) -> f64 {
 /// connection per batch (a refused connect fails it). Senders give up at the first failure
 /// (refused, reset, closed without ack): no resend ever happens.
 struct Load {
-    threads: Vec<std::thread::JoinHandle<u64>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     /// The reload phase a batch is sent under (set by the test once a reload completed).
     phase: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -119,13 +119,11 @@ impl Load {
             l.threads.push(std::thread::spawn(move || {
                 let per_batch_conn = c == CONNS;
                 let mut s = ForwardSender::new(addr);
-                let mut resends = 0;
                 for b in 0..MAX_BATCHES {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     if per_batch_conn {
-                        resends += s.resends;
                         s = ForwardSender::new(addr);
                         std::thread::sleep(Duration::from_millis(2));
                     }
@@ -137,7 +135,6 @@ impl Load {
                     sent.lock().unwrap().push((start, ph));
                     acked.fetch_add(1, Ordering::SeqCst);
                 }
-                resends + s.resends
             }));
         }
         l
@@ -163,13 +160,12 @@ impl Load {
     /// Stops the senders; panics if one failed. Returns the batches acked.
     fn finish(self) -> Vec<(u64, u64)> {
         self.stop.store(true, Ordering::SeqCst);
-        let mut resends = 0;
+        // Senders run with `max_attempts = 1`: a refused or reset connection or a missing ack
+        // panics the sender (no resend is ever made), and that panic fails the test here.
         for t in self.threads {
-            resends += t
-                .join()
+            t.join()
                 .expect("a sender failed (refused/reset connection or missing ack)");
         }
-        assert_eq!(resends, 0, "no message had to be resent");
         let sent = self.sent.lock().unwrap().clone();
         sent
     }
