@@ -157,8 +157,17 @@ fn init_tracing(args: &Args) {
 }
 
 /// Runs a role's binary; returns the process exit code.
+/// The command line, with the binary's own name (`--version` printed the library's).
+fn parse_args(role: Role) -> Args {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Args::command().name(role.name()).get_matches();
+    Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 pub fn main(role: Role) -> ExitCode {
-    let args = Args::parse();
+    // Before anything else, while this is the only thread (it may execute the process again).
+    crate::malloc::cap_arenas();
+    let args = parse_args(role);
     if let Some(Command::Buffer { action }) = args.command {
         return buffer_tool(action);
     }

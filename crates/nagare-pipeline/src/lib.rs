@@ -22,6 +22,7 @@ pub mod buffer;
 pub mod cli;
 pub mod defaults;
 pub mod dryrun;
+pub mod malloc;
 pub mod parse;
 pub mod pattern;
 pub mod placeholder;
