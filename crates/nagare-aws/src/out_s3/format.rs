@@ -151,9 +151,6 @@ pub struct Scratch {
     lines: Vec<u8>,
     /// zlib-rs' output window.
     zbuf: Vec<u8>,
-    /// libdeflate's output: kept at its full (initialised) length so a chunk never pays for
-    /// zero-filling its compress bound; the compressed bytes are copied into the body.
-    ldout: Vec<u8>,
     deflate: Option<(u32, flate2::Compress)>,
     libdeflate: Option<(i32, libdeflater::Compressor)>,
     zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
@@ -166,7 +163,6 @@ impl Default for Scratch {
         Scratch {
             lines: Vec::with_capacity(WINDOW + 64 * 1024),
             zbuf: vec![0; 64 * 1024],
-            ldout: Vec::new(),
             deflate: None,
             libdeflate: None,
             zstd: None,
@@ -188,6 +184,8 @@ pub const LIBDEFLATE_MIN_LEVEL: u32 = 4;
 /// whatever the chunk size. Default chunks (8 MiB of msgpack, about 10 MiB of JSON) are far
 /// below.
 pub const WHOLE_CHUNK_MAX: usize = 32 << 20;
+/// libdeflate's first attempt has room for the text divided by this (see `Sink::finish`).
+const WHOLE_FIRST_TRY_RATIO: usize = 4;
 /// Buffers grown past this by a huge chunk are not kept for the next one.
 const RETAIN_MAX: usize = 64 << 20;
 /// Nesting deeper than this is written as `null` (stack safety).
@@ -434,23 +432,26 @@ impl<'a> Sink<'a> {
             }
             Mode::Whole => {
                 let Scratch {
-                    lines,
-                    ldout,
-                    libdeflate,
-                    ..
+                    lines, libdeflate, ..
                 } = &mut *self.scratch;
                 let c = &mut libdeflate.as_mut().expect("libdeflate state").1;
+                // Straight into the (pooled) body, first with room for a quarter of the text:
+                // JSON lines compress 5-17x, and room for the compress bound (the text's size
+                // and a bit) kept megabytes resident for nothing. Text that compresses less
+                // than that is compressed again with room for the bound.
+                let at = self.out.len();
                 let bound = c.gzip_compress_bound(lines.len());
-                if ldout.len() < bound {
-                    ldout.resize(bound, 0);
-                }
-                let n = c
-                    .gzip_compress(lines, ldout)
-                    .map_err(|e| io::Error::other(format!("gzip: {e}")))?;
-                self.out.extend_from_slice(&ldout[..n]);
-                if ldout.len() > RETAIN_MAX {
-                    *ldout = Vec::new();
-                }
+                let guess = (lines.len() / WHOLE_FIRST_TRY_RATIO + 64 * 1024).min(bound);
+                self.out.resize(at + guess, 0);
+                let n = match c.gzip_compress(lines, &mut self.out[at..]) {
+                    Ok(n) => n,
+                    Err(libdeflater::CompressionError::InsufficientSpace) => {
+                        self.out.resize(at + bound, 0);
+                        c.gzip_compress(lines, &mut self.out[at..])
+                            .map_err(|e| io::Error::other(format!("gzip: {e}")))?
+                    }
+                };
+                self.out.truncate(at + n);
             }
             Mode::Zstd => {
                 let Scratch { zstd, lines, .. } = &mut *self.scratch;
@@ -1329,6 +1330,49 @@ mod tests {
             let mut out = Vec::new();
             f.encode(&[], "t", &mut sc, &mut out).unwrap();
             assert!(gunzip_one_member(&out).is_empty());
+        }
+    }
+
+    #[test]
+    fn text_that_compresses_less_than_the_first_try_expects_is_compressed_again_whole() {
+        // Random hex compresses about 2x: libdeflate's first attempt (room for a quarter of
+        // the text) fails and the retry with room for the bound must give the same object.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let recs: Vec<rmpv::Value> = (0..2000)
+            .map(|_| {
+                let hex: String = (0..600)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        HEX[(x & 15) as usize] as char
+                    })
+                    .collect();
+                map(&[("blob", hex.into())])
+            })
+            .collect();
+        let e = entries(&recs, EventTime::new(1_700_000_000, 0));
+        let mut json = Vec::new();
+        fmt(LineFormat::Json, StoreAs::Json, Inject::default())
+            .encode(&e, "t", &mut Scratch::default(), &mut json)
+            .unwrap();
+        let mut sc = Scratch::default();
+        for level in LIBDEFLATE_MIN_LEVEL as i32..=9 {
+            let f = Formatter {
+                level,
+                ..fmt(LineFormat::Json, StoreAs::Gzip, Inject::default())
+            };
+            let mut out = Vec::new();
+            f.encode(&e, "t", &mut sc, &mut out).unwrap();
+            assert!(
+                out.len() > json.len() / WHOLE_FIRST_TRY_RATIO + 64 * 1024,
+                "level {level}: the first try must not fit"
+            );
+            assert_eq!(gunzip_one_member(&out), json, "level {level}");
+            let mut fresh = Vec::new();
+            f.encode(&e, "t", &mut Scratch::default(), &mut fresh)
+                .unwrap();
+            assert_eq!(out, fresh, "level {level}: deterministic");
         }
     }
 
