@@ -15,7 +15,9 @@
 # forwarder's whole CPU time (utime+stime of the process, from start to exit, so the final
 # flushes count), CPU seconds per million events, its peak RSS (VmHWM), the S3 objects and
 # lines written and the events the aggregator received. Prints one JSON line per run and the
-# medians per level. Binaries: target/release (built first unless NO_BUILD is set).
+# medians per level. Binaries: target/release (built first unless NO_BUILD is set). PERF=FILE
+# records a perf profile of the forwarder for the whole run (PERF_OPTS, default -g; e.g.
+# "--call-graph dwarf" where frame pointers are missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LEVELS=("${@:-6}")
@@ -29,6 +31,7 @@ CONFIG=${CONFIG:-examples/forwarder.conf}
 SAMPLE=${SAMPLE:-../shared/corpus/sample.jsonl}
 [ -n "${NO_BUILD:-}" ] || cargo build -q --release -p nagare-forwarder -p nagare-aggregator -p nagare-loadgen
 BIN=target/release
+FORWARDER=${FORWARDER:-$BIN/nagare-forwarder}
 work=$(mktemp -d "${TMPDIR:-/tmp}/nagare-pipeline.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -83,11 +86,17 @@ CONF
         NAGARE_BIND=127.0.0.1 NAGARE_PORT=0 NAGARE_DATA_DIR="$d/data" NAGARE_HOSTNAME=bench-host \
             NAGARE_S3_ENDPOINT="file://$d/s3" NAGARE_AGGREGATOR_HOST=127.0.0.1 \
             NAGARE_AGGREGATOR_PORT="${agg_addr##*:}" \
-            "$BIN/nagare-forwarder" -c "$d/forwarder.conf" --ready-file "$d/fwd.ready" \
+            "$FORWARDER" -c "$d/forwarder.conf" --ready-file "$d/fwd.ready" \
             --log-level warn 2>"$d/fwd.log" &
         fwd=$!
         pids+=("$fwd")
         fwd_addr=$(addr_of "$d/fwd.ready")
+        # PERF=FILE: profile the forwarder (perf record -g) for the whole burst and drain.
+        perf_pid=""
+        if [ -n "${PERF:-}" ]; then
+            perf record -q ${PERF_OPTS:--g} -o "$PERF" -p "$fwd" 2>/dev/null &
+            perf_pid=$!
+        fi
         "$BIN/nagare-loadgen" --addr "$fwd_addr" --corpus "$CORPUS" --mode "$MODE" \
             --tag-per-record --ack --window "$WINDOW" --connections "$CONNECTIONS" \
             --events "$EVENTS" --timeout 120 >"$d/loadgen.json"
@@ -102,6 +111,7 @@ CONF
             sleep 0.05
         done
         wait "$fwd" 2>/dev/null || true
+        [ -z "$perf_pid" ] || wait "$perf_pid" 2>/dev/null || true
         received=$(curl -s "http://$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("admin",""))' "$d/agg.ready")/metrics" 2>/dev/null |
             awk '/^nagare_output_records_written_total\{.*plugin_id="received"/ {print $2}')
         kill -TERM "$agg"; wait "$agg" 2>/dev/null || true
@@ -122,6 +132,7 @@ print(json.dumps({
     "level": int(level), "run": int(run), "events": r["events"], "mode": r.get("mode"),
     "send_seconds": r["seconds"], "events_per_sec": r["events_per_sec"],
     "forwarder_cpu_seconds": round(cpu, 2),
+    "user_seconds": round(int(f[11]) / int(tck), 2), "system_seconds": round(int(f[12]) / int(tck), 2),
     "cpu_seconds_per_million": round(cpu * 1e6 / r["events"], 3),
     "peak_rss_mb": round(int(hwm) / 1024, 1),
     "s3_objects": int(objects), "s3_lines": int(lines), "forwarded": int(float(received or 0)),
