@@ -318,14 +318,19 @@ async fn bad_credentials_name_the_bucket_and_keep_the_data() {
         Duration::from_millis(200),
         "s3-creds".into(),
     ));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(buffer.held_records(), 50, "kept in the buffer");
     let errors = nagare_core::metrics::ReasonCounters::new(
         "nagare_s3_errors_total",
         "",
         &[("plugin_id", "s3-creds")],
     );
+    // Two attempts take ~0.3 s, but each is a request to moto, slow on a loaded machine: poll
+    // (bounded) instead of checking after a fixed 2 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while errors.get("access").get() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(errors.get("access").get() >= 2, "retried, loudly");
+    assert_eq!(buffer.held_records(), 50, "kept in the buffer");
     trigger.fire();
     let _ = run.await;
     // With a <secondary>: the same error hands the chunk to it.
@@ -349,7 +354,7 @@ async fn bad_credentials_name_the_bucket_and_keep_the_data() {
         Duration::from_millis(200),
         "s3-creds-2".into(),
     ));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while buffer2.held_records() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

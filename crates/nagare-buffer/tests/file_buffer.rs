@@ -239,7 +239,11 @@ async fn recovery_is_bounded_in_memory_and_fast() {
     assert_eq!(b.usage().1, bytes);
     assert_eq!(b.stats().memory_bytes.get(), 0);
     assert_eq!(b.held_records(), 30_000);
-    assert!(took < Duration::from_secs(2), "recovery took {took:?}");
+    // Recovery reads chunk metadata, not the 12 MB of data (measured: a few ms). The bound
+    // catches "reads everything, many times over" without being a benchmark a loaded CI
+    // machine can fail.
+    eprintln!("recovery of {bytes} bytes in 300 appends took {took:?}");
+    assert!(took < Duration::from_secs(20), "recovery took {took:?}");
     // Reading back holds one chunk at a time.
     let c = b.try_dequeue().await.unwrap();
     assert!(b.stats().memory_bytes.get() as usize <= 64 * 1024 + 1024);

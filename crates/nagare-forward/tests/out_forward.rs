@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 fn chunk(n: usize, tag: &str) -> Chunk {
     let mut b = BytesMut::new();
@@ -69,10 +69,14 @@ fn cfg(id: &str, addrs: &[SocketAddr]) -> OutForwardConfig {
     }
 }
 
-/// A closed port: bind, note the address, drop.
-async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+/// A port where connections are refused, reserved while the returned socket lives: bound but
+/// never listening. (Binding a listener and dropping it freed the port, which another test of
+/// this binary binding port 0 at the same time could take and accept on.)
+fn dead_addr() -> (TcpSocket, SocketAddr) {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let a = s.local_addr().unwrap();
+    (s, a)
 }
 
 #[tokio::test]
@@ -91,7 +95,7 @@ async fn delivers_with_ack_and_records_arrive_intact() {
 
 #[tokio::test]
 async fn fails_over_to_the_next_node_within_one_write() {
-    let dead = dead_addr().await;
+    let (_reserved, dead) = dead_addr();
     let (addr, sink, _s, _t) = server("of-failover", None).await;
     let out = OutForward::new(cfg("of-failover-out", &[dead, addr])).unwrap();
     // The balancer walks a shuffled list of 12 slots (6 per node) round-robin, one slot per
@@ -106,7 +110,8 @@ async fn fails_over_to_the_next_node_within_one_write() {
 
 #[tokio::test]
 async fn all_nodes_down_is_a_retryable_error() {
-    let out = OutForward::new(cfg("of-down-out", &[dead_addr().await])).unwrap();
+    let (_reserved, dead) = dead_addr();
+    let out = OutForward::new(cfg("of-down-out", &[dead])).unwrap();
     let e = out.write(&chunk(1, "t")).await.unwrap_err();
     assert!(matches!(e, nagare_core::WriteError::Retryable(_)), "{e}");
 }
@@ -147,7 +152,10 @@ async fn ack_timeout_resends_the_same_chunk_id_to_another_node() {
     c.servers.push(ServerSpec::new("127.0.0.1", good.port()));
     c.servers[0].weight = 100;
     c.servers[1].weight = 1;
-    c.ack_response_timeout = Duration::from_millis(300);
+    // The timeout also bounds the good node's ack: 300 ms could expire on a loaded CI machine
+    // and fail the write. The silent node is tried first ~99 % of the time, so this is what
+    // the test costs.
+    c.ack_response_timeout = Duration::from_secs(2);
     let out = OutForward::new(c).unwrap();
     // Whichever node the balancer picks first, the chunk ends up acked by the good one.
     let ch = chunk(5, "t");
@@ -175,7 +183,9 @@ async fn standby_takes_over_only_when_the_regular_node_is_down() {
     c.servers[1].standby = true;
     c.heartbeat_type = HeartbeatType::Transport;
     c.heartbeat_interval = Duration::from_millis(100);
-    c.hard_timeout = Duration::from_millis(400);
+    // Generous: with 400 ms, a loaded machine stalling this runtime could detach A during the
+    // first writes (sending one to the standby). Detection after A stops is polled below.
+    c.hard_timeout = Duration::from_secs(2);
     c.recover_wait = Duration::from_millis(200);
     let out = Arc::new(OutForward::new(c).unwrap());
     let (_hb_t, hb_sd) = channel();
@@ -186,8 +196,12 @@ async fn standby_takes_over_only_when_the_regular_node_is_down() {
     assert_eq!((sink_a.event_count(), sink_b.event_count()), (5, 0));
     ta.fire();
     // Let the listener close and the heartbeat detector detach A.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while out.stats().nodes_available.get() > 1 && tokio::time::Instant::now() < deadline {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while out.stats().nodes_available.get() > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A was never detached after it stopped"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for _ in 0..5 {

@@ -305,13 +305,20 @@ async fn idle_connection_between_messages_is_not_closed() {
 
 #[tokio::test]
 async fn slow_frame_that_keeps_progressing_is_not_closed() {
-    // The timeout is "no progress for this long", not a deadline for the whole frame.
-    let srv = start(short_timeout("srv-slow-frame")).await;
+    // The timeout is "no progress for this long", not a deadline for the whole frame: 18
+    // pieces 150 ms apart take 2.7 s, well past the 1 s timeout, while each gap stays far below
+    // it (80 ms gaps against 200 ms could overrun on a loaded machine).
+    let srv = start(InForwardConfig {
+        partial_frame_timeout: Duration::from_secs(1),
+        ..cfg("srv-slow-frame")
+    })
+    .await;
     let mut c = srv.connect().await;
     let v04 = h(V04);
-    for piece in v04.chunks(10) {
+    assert!(v04.len().div_ceil(4) as u64 * 150 > 2 * 1000);
+    for piece in v04.chunks(4) {
         send(&mut c, piece).await;
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
     expect_reply(&mut c, &h(V04_REPLY)).await;
     assert_eq!(srv.stats.connections_closed.total(), 0);

@@ -188,7 +188,12 @@ async fn a_corrupted_chunk_is_quarantined_counted_and_its_good_frames_reinjected
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The last chunk is queued when full or at the next flush (200 ms): wait for it instead
+    // of a fixed sleep, which a loaded machine could outlast.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queued_files(&buf).len() < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tokio::task::block_in_place(|| fwd.kill());
     let files = queued_files(&buf);
     assert_eq!(files.len(), 20, "{files:?}");
@@ -325,12 +330,15 @@ async fn sigterm_during_load_keeps_every_acked_event_and_the_timeline_holds() {
         last_ack >= ACCEPT - 0.5,
         "inputs kept accepting during the accept period"
     );
+    // Measured: last ack at +2.00 s, exit at +5.01 s. The upper bounds only have to tell
+    // "stopped accepting" from "kept accepting until exit" and "the drain timeout ended it" from
+    // "hung on the dead destination" (`wait_exit` gives up at 20 s): slack for a loaded machine.
     assert!(
-        last_ack <= ACCEPT + 1.0,
+        last_ack <= ACCEPT + 2.0,
         "inputs stopped after the accept period"
     );
     assert!(
-        (ACCEPT + DRAIN - 0.5..=ACCEPT + DRAIN + 3.0).contains(&exited),
+        (ACCEPT + DRAIN - 0.5..=ACCEPT + DRAIN + 6.0).contains(&exited),
         "exit at +{exited:.2}s"
     );
     let log = fwd.log_text();

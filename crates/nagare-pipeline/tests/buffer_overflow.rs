@@ -112,8 +112,15 @@ async fn memory_buffer_stays_bounded_and_each_overflow_action_counts() {
             ),
         );
         let base = peak_rss(fwd.pid);
-        // ~80 MB offered to a 24 MiB buffer.
-        let o = feed(&fwd, 160, Duration::from_secs(2), 2).await;
+        // ~80 MB offered to a 24 MiB buffer. Only `block` should ever leave an ack pending
+        // (that is how it is observed, so keep that wait short); elsewhere a timeout is a
+        // failure, so a slow ack on a loaded machine must not look like one.
+        let ack_timeout = if action == "block" {
+            Duration::from_secs(4)
+        } else {
+            Duration::from_secs(15)
+        };
+        let o = feed(&fwd, 160, ack_timeout, 2).await;
         let peak = peak_rss(fwd.pid);
         let m = fwd.metrics();
         let g = |n: &str| metric(&m, n, &[("plugin_id", "out")]).unwrap_or(0.0) as u64;
@@ -207,7 +214,9 @@ async fn file_buffer_memory_does_not_grow_with_the_backlog() {
     );
     let base = peak_rss(fwd.pid);
     let t = Instant::now();
-    let o = feed(&fwd, 200, Duration::from_secs(5), 1).await;
+    // Every message must be acked: the timeout is a liveness bound (disk writes on a loaded
+    // CI machine can stall for seconds), not a speed requirement.
+    let o = feed(&fwd, 200, Duration::from_secs(30), 1).await;
     let peak = peak_rss(fwd.pid);
     let m = fwd.metrics();
     let bytes = metric(&m, "nagare_buffer_bytes", &[("plugin_id", "out")]).unwrap_or(0.0) as u64;

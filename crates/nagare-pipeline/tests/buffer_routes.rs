@@ -106,8 +106,10 @@ async fn a_failing_route_never_delays_or_drops_the_other() {
         c("nagare_output_retries_total", "iso_bad")
     );
     assert_eq!(counts.duplicates(), 0);
+    // Typically ~0.4 s (two flush intervals). The bound only has to tell "delayed by the
+    // failing route" from "not": generous, so a loaded CI machine does not trip it.
     assert!(
-        worst < Duration::from_secs(2),
+        worst < Duration::from_secs(5),
         "the good route was delayed: {worst:?}"
     );
     assert!(c("nagare_output_retries_total", "iso_bad") > 0);
@@ -179,7 +181,9 @@ async fn no_ack_unless_every_store_committed() {
     );
     let (running, trigger) = run_pipeline(&conf).await;
     let mut s = Sender::new(Arc::new(Mutex::new(running.inputs[0].addr)));
-    s.ack_timeout = Duration::from_secs(2);
+    // A refusal closes the connection at once; the timeout only bounds a slow ack, which
+    // would be miscounted as a refusal (and fail the equalities below) if it were short.
+    s.ack_timeout = Duration::from_secs(15);
     let mut acked = 0;
     let mut refused = 0;
     for b in 0..40u64 {

@@ -262,7 +262,10 @@ fn read_tree(dir: &Path) -> Vec<(PathBuf, serde_json::Map<String, J>)> {
                 continue;
             }
             let text = std::fs::read_to_string(&p).unwrap();
-            for l in text.lines() {
+            // Only whole lines: the file output may be appending while we read, and a torn
+            // last line is not JSON yet.
+            let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+            for l in whole.lines() {
                 let J::Object(m) = serde_json::from_str::<J>(l).unwrap() else {
                     panic!("not an object: {l}")
                 };

@@ -162,21 +162,36 @@ async fn the_snippet_routes_rewritten_records_to_the_next_match_instead_of_loopi
     // Parsed once (the loop guard does not run the filters again): the JSON fields only.
     assert_eq!(got[0]["marker"], "AUDIT");
     assert!(got[0].get("log").is_none());
-    let metrics = nagare_core::metrics::render_prometheus();
-    let value = |needle: &str| -> u64 {
+    let value = |metrics: &str, needle: &str| -> Option<u64> {
         metrics
             .lines()
             .find(|l| l.contains(needle))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{needle} not in metrics:\n{metrics}"))
     };
-    assert_eq!(value("reason=\"rewrite_loop_avoided\""), 2);
-    assert_eq!(value("reason=\"no_rule_matched\""), 1);
-    assert_eq!(
-        value("nagare_filter_parser_failures_total{plugin_id=\"filter_parser.1\",reason=\"parse_failed\"}"),
-        1
-    );
+    const LOOP: &str = "reason=\"rewrite_loop_avoided\"";
+    const NO_RULE: &str = "reason=\"no_rule_matched\"";
+    const PARSE_FAILED: &str =
+        "nagare_filter_parser_failures_total{plugin_id=\"filter_parser.1\",reason=\"parse_failed\"}";
+    // The last two messages (no rule, not JSON) write no line: their counters may still be
+    // catching up when the two lines are there. Poll (bounded) rather than trust a sleep.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let m = nagare_core::metrics::render_prometheus();
+        let settled = value(&m, LOOP) >= Some(2)
+            && value(&m, NO_RULE) >= Some(1)
+            && value(&m, PARSE_FAILED) >= Some(1);
+        if settled || tokio::time::Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let value = |needle: &str| -> u64 {
+        value(&metrics, needle).unwrap_or_else(|| panic!("{needle} not in metrics:\n{metrics}"))
+    };
+    assert_eq!(value(LOOP), 2);
+    assert_eq!(value(NO_RULE), 1);
+    assert_eq!(value(PARSE_FAILED), 1);
     trigger.fire();
     running.wait().await;
     let _ = std::fs::remove_dir_all(&dir);

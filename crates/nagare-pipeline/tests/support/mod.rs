@@ -233,10 +233,16 @@ impl Receiver {
     }
 }
 
-/// A port nothing listens on (bound, then closed).
+/// A port where connections are refused, reserved until the test binary exits: a socket bound
+/// to it that never listens. (A listener bound and dropped freed the port, which a receiver or
+/// pipeline of a test running in parallel could bind with port 0 and then accept on.)
 pub fn dead_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    static RESERVED: Mutex<Vec<tokio::net::TcpSocket>> = Mutex::new(Vec::new());
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = s.local_addr().unwrap().port();
+    RESERVED.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    port
 }
 
 // ---- sender ------------------------------------------------------------------------------------
