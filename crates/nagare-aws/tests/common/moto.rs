@@ -177,12 +177,44 @@ impl FaultProxy {
             return None;
         }
         let python = venv_python().unwrap_or_else(|| "python3".into());
-        let port = free_port();
+        // The proxy binds port 0 itself and prints the port it got: a port picked here and
+        // bound later could be taken meanwhile by a proxy another test starts in parallel
+        // (which `wait_for_port` would then happily find). The listen backlog goes from
+        // Python's default 5 to 128 so a burst of SDK connections is never refused.
         let code = format!(
-            "import runpy\nsys.argv = [{s:?}, '{port}', '{upstream_port}']\nrunpy.run_path({s:?}, run_name='__main__')\n",
+            "import runpy, http.server\n\
+             _bind = http.server.ThreadingHTTPServer.server_bind\n\
+             def _report(self):\n    _bind(self)\n    print(self.server_address[1], flush=True)\n\
+             http.server.ThreadingHTTPServer.server_bind = _report\n\
+             http.server.ThreadingHTTPServer.request_queue_size = 128\n\
+             sys.argv = [{s:?}, '0', '{upstream_port}']\n\
+             runpy.run_path({s:?}, run_name='__main__')\n",
             s = script.display().to_string()
         );
-        let child = spawn_python(&python, &code, true).expect("spawn faultproxy");
+        let mut child = Command::new(&python)
+            .arg("-c")
+            .arg(format!("{WATCHDOG}{code}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn faultproxy");
+        let stdout = child.stdout.take().expect("faultproxy stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut r = std::io::BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line.trim().parse::<u16>().ok());
+            // Keep draining: a later print must not meet a closed pipe.
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(15))
+            .ok()
+            .flatten()
+            .expect("faultproxy did not report its port");
         assert!(
             wait_for_port(port, Duration::from_secs(15)),
             "faultproxy did not start"
