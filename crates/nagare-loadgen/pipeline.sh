@@ -27,6 +27,12 @@ EVENTS=${EVENTS:-2000000}
 MODE=${MODE:-message}
 WINDOW=${WINDOW:-64}
 CONNECTIONS=${CONNECTIONS:-4}
+# TAGS=per_record (default): every message carries its record's tag, as from a relay
+# multiplexing containers; TAGS=per_connection: one tag per connection, as Docker's driver
+# (one connection per container).
+TAGS=${TAGS:-per_record}
+TAG_ARGS=--tag-per-record
+[ "$TAGS" = per_record ] || TAG_ARGS=
 CONFIG=${CONFIG:-examples/forwarder.conf}
 SAMPLE=${SAMPLE:-../shared/corpus/sample.jsonl}
 [ -n "${NO_BUILD:-}" ] || cargo build -q --release -p nagare-forwarder -p nagare-aggregator -p nagare-loadgen
@@ -98,7 +104,7 @@ CONF
             perf_pid=$!
         fi
         "$BIN/nagare-loadgen" --addr "$fwd_addr" --corpus "$CORPUS" --mode "$MODE" \
-            --tag-per-record --ack --window "$WINDOW" --connections "$CONNECTIONS" \
+            $TAG_ARGS --ack --window "$WINDOW" --connections "$CONNECTIONS" \
             --events "$EVENTS" --timeout 120 >"$d/loadgen.json"
         # The whole process: sample CPU and RSS just before it exits (after the drain).
         kill -TERM "$fwd"
