@@ -57,7 +57,7 @@ variable "image_repository_arns" {
 }
 
 variable "forwarder_cpu" {
-  description = "CPU units reserved for the forwarder on every instance (1024 = one vCPU). Measured cost: about 3.5 CPU-seconds per million events at gzip level 6."
+  description = "CPU units reserved for the forwarder on every instance (1024 = one vCPU). Measured cost: about 5-6 CPU-seconds per million events at gzip level 6 (docs/benchmarks.md)."
   type        = number
   default     = 256
 }
