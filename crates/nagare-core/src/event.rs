@@ -25,6 +25,32 @@ impl Tag {
     pub fn to_str_lossy(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(&self.0)
     }
+
+    /// The `n`th dot-separated part of `tag`, as `${tag[N]}` renders it: a negative `n`
+    /// counts from the end (`-1` is the last part); out of range is `None`.
+    pub fn part(tag: &[u8], n: i64) -> Option<&[u8]> {
+        let count = tag.split(|&c| c == b'.').count() as i64;
+        let i = if n < 0 { count + n } else { n };
+        let i = usize::try_from(i).ok()?;
+        tag.split(|&c| c == b'.').nth(i)
+    }
+
+    /// The index of a `${tag[N]}` / `${tag_parts[N]}` placeholder, given its name (what is
+    /// between `${` and `}`): `None` when the name is not one, an error when its index is not
+    /// a whole number. The one parser for every output that renders such placeholders.
+    pub fn parse_part_placeholder(name: &str) -> Option<Result<i64, String>> {
+        let inner = name
+            .strip_prefix("tag[")
+            .or_else(|| name.strip_prefix("tag_parts["))?;
+        Some(
+            inner
+                .strip_suffix(']')
+                .and_then(|d| d.trim().parse().ok())
+                .ok_or_else(|| {
+                    format!("bad placeholder ${{{name}}}: expected ${{tag[N]}} with a whole number N (negative counts from the end)")
+                }),
+        )
+    }
 }
 
 impl From<&str> for Tag {
@@ -415,6 +441,26 @@ impl EventStream {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn tag_parts_count_from_either_end_and_placeholders_parse_once() {
+        let t = b"docker.web.app";
+        assert_eq!(Tag::part(t, 0), Some(&b"docker"[..]));
+        assert_eq!(Tag::part(t, 2), Some(&b"app"[..]));
+        assert_eq!(Tag::part(t, -1), Some(&b"app"[..]));
+        assert_eq!(Tag::part(t, -3), Some(&b"docker"[..]));
+        assert_eq!(Tag::part(t, 3), None);
+        assert_eq!(Tag::part(t, -4), None);
+        assert_eq!(Tag::parse_part_placeholder("tag[1]"), Some(Ok(1)));
+        assert_eq!(Tag::parse_part_placeholder("tag_parts[-1]"), Some(Ok(-1)));
+        assert!(matches!(
+            Tag::parse_part_placeholder("tag[x]"),
+            Some(Err(_))
+        ));
+        assert!(matches!(Tag::parse_part_placeholder("tag[1"), Some(Err(_))));
+        assert_eq!(Tag::parse_part_placeholder("tag"), None);
+        assert_eq!(Tag::parse_part_placeholder("service"), None);
+    }
     #[test]
     fn read_msgpack_times() {
         let mut b = BytesMut::new();

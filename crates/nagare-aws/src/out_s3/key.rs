@@ -695,10 +695,8 @@ impl KeyTemplate {
                 Seg::ChunkId => out.push_str(&input.chunk_id.hex()),
                 Seg::Tag => out.push_str(&sanitize(input.tag.as_bytes())),
                 Seg::TagPart(n) => {
-                    let parts: Vec<&str> = input.tag.split('.').collect();
-                    let i = if *n < 0 { parts.len() as i64 + n } else { *n };
-                    if let Some(p) = usize::try_from(i).ok().and_then(|i| parts.get(i)) {
-                        out.push_str(&sanitize(p.as_bytes()));
+                    if let Some(p) = nagare_core::Tag::part(input.tag.as_bytes(), *n) {
+                        out.push_str(&sanitize(p));
                     }
                 }
                 Seg::Var(name) => {
@@ -718,14 +716,8 @@ fn parse_dollar(name: &str) -> Result<Seg, String> {
     if name == "chunk_id" {
         return Ok(Seg::ChunkId);
     }
-    for pre in ["tag[", "tag_parts["] {
-        if let Some(r) = name.strip_prefix(pre) {
-            let n: i64 = r
-                .strip_suffix(']')
-                .and_then(|d| d.trim().parse().ok())
-                .ok_or_else(|| format!("bad placeholder ${{{name}}}: expected ${{tag[N]}}"))?;
-            return Ok(Seg::TagPart(n));
-        }
+    if let Some(n) = nagare_core::Tag::parse_part_placeholder(name) {
+        return n.map(Seg::TagPart);
     }
     if name.is_empty() {
         return Err("empty placeholder ${}".into());

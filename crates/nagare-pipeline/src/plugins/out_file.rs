@@ -251,7 +251,7 @@ enum PathSeg {
     Lit(String),
     Time(TimeFormat),
     Tag,
-    TagPart(usize),
+    TagPart(i64),
     Key(Vec<u8>),
 }
 
@@ -290,16 +290,11 @@ impl PathTemplate {
                 if !lit.is_empty() {
                     segs.push(PathSeg::Lit(std::mem::take(&mut lit)));
                 }
-                let index = name
-                    .strip_prefix("tag[")
-                    .or_else(|| name.strip_prefix("tag_parts["))
-                    .and_then(|r| r.strip_suffix(']'));
+                let index = nagare_core::Tag::parse_part_placeholder(name);
                 segs.push(if name == "tag" {
                     PathSeg::Tag
                 } else if let Some(i) = index {
-                    PathSeg::TagPart(i.parse().map_err(|_| {
-                        format!("tag index must be a whole number >= 0 in {path:?}")
-                    })?)
+                    PathSeg::TagPart(i.map_err(|e| format!("{e} in path {path:?}"))?)
                 } else if chunk_keys.iter().any(|k| k == name) {
                     PathSeg::Key(name.as_bytes().to_vec())
                 } else {
@@ -350,7 +345,7 @@ impl PathTemplate {
                 }
                 PathSeg::Tag => sanitize(tag, &mut out),
                 PathSeg::TagPart(i) => {
-                    if let Some(p) = tag.split(|&c| c == b'.').nth(*i) {
+                    if let Some(p) = nagare_core::Tag::part(tag, *i) {
                         sanitize(p, &mut out);
                     }
                 }
@@ -912,6 +907,26 @@ mod tests {
         assert_eq!(h1, "2023-11-14T22:13:20+00:00\tapp.web\t{\"a\":\"1\"}\n");
         let h2 = std::fs::read_to_string(d.join("app.web/2023111423.log")).unwrap();
         assert!(h2.contains("{\"a\":\"2\"}"));
+    }
+
+    #[tokio::test]
+    async fn tag_parts_count_from_either_end_as_in_out_s3() {
+        let d = tmp("tagparts");
+        let o = out(&format!(
+            "<match **>\n  @type file\n  path {}/${{tag[1]}}/${{tag_parts[-1]}}.log\n  append true\n  <buffer tag>\n  </buffer>\n</match>\n",
+            d.display()
+        ));
+        o.emit(EventStream::new(
+            "docker.web.app".into(),
+            vec![ev(1, &[("a", "1")])],
+        ))
+        .await
+        .unwrap();
+        assert!(d.join("web/app.log").exists());
+        assert!(
+            err("<match **>\n  @type file\n  path /x/${tag[one]}.log\n</match>\n")
+                .contains("bad placeholder ${tag[one]}")
+        );
     }
 
     #[tokio::test]
