@@ -142,6 +142,8 @@ struct State {
     /// Bytes held in memory.
     mem_bytes: usize,
     closed: bool,
+    /// What a memory buffer still held was counted as lost (see [`Buffer::count_lost`]).
+    loss_counted: bool,
     next_seq: u64,
     /// Scratch: entries of the frame being built.
     entries: BytesMut,
@@ -188,6 +190,30 @@ pub struct Buffer {
     stats: BufferStats,
     store: Option<FileStore>,
     clock: WallClock,
+}
+
+impl State {
+    fn held_records(&self) -> usize {
+        self.staged.values().map(|s| s.meta.records).sum::<usize>()
+            + self.queue.iter().map(|q| q.meta.records).sum::<usize>()
+            + self
+                .inflight
+                .values()
+                .map(|q| q.meta.records)
+                .sum::<usize>()
+    }
+}
+
+/// A memory buffer dropped while it still holds records (its output's drain was cut short, e.g.
+/// a reload stopping old outputs that overran the drain deadline) counts them as
+/// `lost_at_shutdown` and says so, unless the drain already did.
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        let left = self.count_lost("lost_at_shutdown");
+        if left > 0 {
+            tracing::error!(plugin_id = %self.id, records = left, "memory buffer dropped while holding records: they are lost (counted as lost_at_shutdown)");
+        }
+    }
 }
 
 impl std::fmt::Debug for Buffer {
@@ -1160,10 +1186,25 @@ impl Buffer {
 
     /// Records still held (staged, queued and in flight).
     pub fn held_records(&self) -> usize {
-        let st = self.lock();
-        st.staged.values().map(|s| s.meta.records).sum::<usize>()
-            + st.queue.iter().map(|q| q.meta.records).sum::<usize>()
-            + st.inflight.values().map(|q| q.meta.records).sum::<usize>()
+        self.lock().held_records()
+    }
+
+    /// Counts the records a memory buffer still holds as dropped with `reason`, once (later
+    /// calls, and the count at drop, add nothing); returns how many. File buffers keep what
+    /// they hold on disk: 0.
+    pub fn count_lost(&self, reason: &'static str) -> usize {
+        if self.is_persistent() {
+            return 0;
+        }
+        let mut st = self.lock();
+        if std::mem::replace(&mut st.loss_counted, true) {
+            return 0;
+        }
+        let left = st.held_records();
+        if left > 0 {
+            self.stats.dropped_records.add(reason, left as u64);
+        }
+        left
     }
 
     // ---- recovery ------------------------------------------------------------------------------

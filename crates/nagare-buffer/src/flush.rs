@@ -379,12 +379,8 @@ impl Flusher {
             }
         }
         self.buffer.close();
-        let left = self.buffer.held_records();
+        let left = self.buffer.count_lost("lost_at_shutdown");
         if left > 0 {
-            self.buffer
-                .stats()
-                .dropped_records
-                .add("lost_at_shutdown", left as u64);
             tracing::error!(plugin_id = %self.id, records = left, "shutdown deadline reached: records still buffered in memory are lost (use a file buffer to keep them)");
         }
     }

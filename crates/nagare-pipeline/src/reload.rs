@@ -31,7 +31,9 @@
 //!   new output with the same `path` adopts it. A memory buffer whose destination is down
 //!   loses, as at shutdown, what it could not flush within the deadline (counted in
 //!   `nagare_output_dropped_records_total{reason="lost_at_shutdown"}`): use file buffers for
-//!   outputs that must survive a reload with their destination down.
+//!   outputs that must survive a reload with their destination down. Old outputs still
+//!   running `DRAIN_MARGIN` after the deadline are aborted; their memory buffers count what
+//!   they held the same way when they are dropped.
 //! * **The pause** is bounded: acquiring it waits at most `shutdown_drain_timeout` for emits in
 //!   progress (an output blocked on a full buffer); past that the reload gives up and the old
 //!   pipeline keeps running. Its length (and the drain's) is logged and returned.
