@@ -1062,7 +1062,10 @@ impl Buffer {
             match (&q.data, &self.store) {
                 (QueuedData::File { path }, Some(store)) => {
                     if let Err(e) = store.quarantine(path, reason) {
+                        // Not quarantined, not lost: the file is still there and the next
+                        // start queues it again. Counting it as quarantined would be wrong.
                         tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, "cannot move a chunk to quarantine; it stays in the buffer directory and is queued again at the next start");
+                        continue;
                     }
                     self.stats.quarantined_chunks.inc(reason);
                     self.stats
