@@ -27,12 +27,17 @@ fn hello() -> rmpv::Value {
 
 /// `[tag, SEC, {"k": "v"}, {"chunk": chunk}]`.
 fn msg(tag: &str, chunk: &str) -> Vec<u8> {
+    msg_with(tag, chunk, &[("k", "v")])
+}
+
+/// `[tag, SEC, record, {"chunk": chunk}]`.
+fn msg_with(tag: &str, chunk: &str, record: &[(&str, &str)]) -> Vec<u8> {
     let mut out = BytesMut::new();
     let opts = Options {
         chunk: Some(chunk.as_bytes()),
         ..Default::default()
     };
-    let rec = Record::from_pairs(&[("k", "v")]);
+    let rec = Record::from_pairs(record);
     write_message(
         &mut out,
         tag.as_bytes(),
@@ -100,19 +105,73 @@ async fn acks_of_committed_messages_survive_a_later_failed_emit_in_the_same_read
     all.extend(msg("refuse", "c2"));
     all.extend(msg("ok", "c3"));
     send(&mut c, &all).await;
-    // c1 was committed: its ack must go out before the close. c2 is withheld; c3 is never
-    // processed (the connection closes at c2's failed emit), so neither is acked.
+    // One emit per tag for the read: `ok` (c1 and c3) is committed, `refuse` (c2) is not. The
+    // acks of c1 and c3 go out, in message order, before the close; c2's is withheld and the
+    // client resends it.
     let got = read_until_closed(&mut c).await;
-    assert_eq!(hex::encode(got), hex::encode(ack_for(b"c1")));
-    assert_eq!(sink.kept.lock().unwrap().len(), 1);
+    let mut want = ack_for(b"c1");
+    want.extend(ack_for(b"c3"));
+    assert_eq!(hex::encode(got), hex::encode(want));
+    {
+        let kept = sink.kept.lock().unwrap();
+        assert_eq!(kept.len(), 1, "one emit for the `ok` tag");
+        assert_eq!(kept[0].events.len(), 2);
+    }
     counter_is("acks_withheld", &stats.acks_withheld, 1).await;
-    assert_eq!(stats.acks_sent.get(), 1);
+    assert_eq!(stats.acks_sent.get(), 2);
     counter_is(
         "closed refused_tag",
         &stats.connections_closed.get("refused_tag"),
         1,
     )
     .await;
+    trigger.fire();
+    tokio::time::timeout(LIVENESS, handle)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn tags_alternating_within_one_read_give_one_emit_per_tag_and_acks_in_order() {
+    let srv = InForward::bind(cfg("srv-tag-groups")).await.unwrap();
+    let addr = srv.local_addr().unwrap();
+    let stats = srv.stats().clone();
+    let sink = Arc::new(RefuseTag::default());
+    let (trigger, shutdown) = nagare_core::shutdown::channel();
+    let handle = tokio::spawn(srv.run(sink.clone(), shutdown));
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let order = ["a1", "b1", "a2", "b2", "a3", "c1"];
+    let mut all = Vec::new();
+    let mut want = Vec::new();
+    for id in order {
+        all.extend(msg_with(&id[..1], id, &[("id", id)]));
+        want.extend(ack_for(id.as_bytes()));
+    }
+    send(&mut c, &all).await;
+    expect_reply(&mut c, &want).await;
+    {
+        let kept = sink.kept.lock().unwrap();
+        let shape: Vec<(String, usize)> = kept
+            .iter()
+            .map(|s| (s.tag.to_str_lossy().into_owned(), s.events.len()))
+            .collect();
+        // One write of a few hundred bytes over loopback arrives in one read: one emit per
+        // tag, in the order the tags first appeared, events in order within each.
+        let want_shape = [
+            ("a".to_string(), 3),
+            ("b".to_string(), 2),
+            ("c".to_string(), 1),
+        ];
+        assert_eq!(shape, want_shape);
+        let a: Vec<&[u8]> = kept[0]
+            .events
+            .iter()
+            .map(|e| e.record.get_str(b"id").unwrap_or_default())
+            .collect();
+        assert_eq!(a, [&b"a1"[..], b"a2", b"a3"]);
+    }
+    assert_eq!(stats.acks_sent.get(), order.len() as u64);
     trigger.fire();
     tokio::time::timeout(LIVENESS, handle)
         .await

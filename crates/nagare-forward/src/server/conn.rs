@@ -2,9 +2,11 @@
 //!
 //! Invariants:
 //! * An ack is written only with the [`Committed`] proof a successful emit returns; acks go
-//!   out in message order (messages are processed strictly in sequence).
-//! * Events decoded from one read are batched per tag into one emit; the acks of the batch go
-//!   out together after it.
+//!   out in message order.
+//! * Events decoded from one read are batched into one emit per tag (at most
+//!   `MAX_BATCH_EVENTS` events and `MAX_BATCH_TAGS` tags per batch); the acks of the batch go
+//!   out together after it, in message order, each only if its message's group was committed.
+//!   Events keep their order within a tag; across tags a read's events are emitted tag by tag.
 //! * A decode error closes the connection without acking the bad message; events decoded
 //!   before it in the same read are emitted and acked first (as fluentd does).
 //! * A failed emit (buffer full, shutting down) closes the connection with no ack, so the
@@ -32,6 +34,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const READ_CHUNK: usize = 64 * 1024;
 /// A batch is emitted once it holds this many events, even within one read.
 const MAX_BATCH_EVENTS: usize = 8192;
+/// ... or this many different tags.
+const MAX_BATCH_TAGS: usize = 64;
 /// Largest handshake frame accepted.
 const MAX_HANDSHAKE_FRAME: usize = 64 * 1024;
 
@@ -184,57 +188,149 @@ pub async fn serve<S: Transport>(mut io: S, mut peer: Peer, ctx: Arc<Ctx>, mut s
     ctx.stats.connections_open.add(-1);
 }
 
-/// Events waiting for one emit, and the acks that depend on it.
+/// The events of one read waiting to be emitted, one group per tag, and the acks that depend
+/// on them in message order. A connection whose messages change tag from one message to the
+/// next (a relay multiplexing containers) still gets one emit per tag per read, not one per
+/// message: each emit is a trip through the filters and a `write` to every file buffer.
+#[derive(Default)]
 struct Batch {
-    tag: Option<Tag>,
+    groups: Vec<Group>,
+    /// Each message's ack with the group holding its events (`None`: a message with nothing
+    /// to keep, acked once the batch is flushed), in message order.
+    acks: Vec<(Option<usize>, PendingAck)>,
+    /// Resend-dedupe claims of messages with no events to keep, committed with the batch.
+    bare_claims: Vec<Claim>,
+    /// Events held across the groups.
+    events: usize,
+}
+
+/// The events of one tag in a [`Batch`].
+struct Group {
+    tag: Tag,
     events: Vec<Event>,
-    acks: Vec<PendingAck>,
-    /// Resend-dedupe claims of the messages in this batch, committed with it.
+    /// Resend-dedupe claims of the messages in this group, committed with it.
     claims: Vec<Claim>,
 }
 
 impl Batch {
+    /// Whether a message with this dedupe key is already in the batch.
+    fn has_claim(&self, key: super::dedupe::Key) -> bool {
+        self.bare_claims.iter().any(|c| c.key() == key)
+            || self
+                .groups
+                .iter()
+                .any(|g| g.claims.iter().any(|c| c.key() == key))
+    }
+
+    /// Adds one message's events (to the group of its tag), claim and ack.
+    fn add(
+        &mut self,
+        tag: Tag,
+        mut events: Vec<Event>,
+        claim: Option<Claim>,
+        ack: Option<PendingAck>,
+    ) {
+        if events.is_empty() {
+            self.bare_claims.extend(claim);
+            self.acks.extend(ack.map(|a| (None, a)));
+            return;
+        }
+        self.events += events.len();
+        // Mostly the last group (one container per connection), so search from the end.
+        let i = match self.groups.iter().rposition(|g| g.tag == tag) {
+            Some(i) => {
+                self.groups[i].events.append(&mut events);
+                i
+            }
+            None => {
+                self.groups.push(Group {
+                    tag,
+                    events,
+                    claims: Vec::new(),
+                });
+                self.groups.len() - 1
+            }
+        };
+        self.groups[i].claims.extend(claim);
+        self.acks.extend(ack.map(|a| (Some(i), a)));
+    }
+
+    /// An ack for a message with nothing to keep (rejected with a chunk, a resend already
+    /// committed).
+    fn add_ack(&mut self, ack: PendingAck) {
+        self.acks.push((None, ack));
+    }
+
+    /// Past [`MAX_BATCH_EVENTS`] events or [`MAX_BATCH_TAGS`] tags: emit now.
+    fn full(&self) -> bool {
+        self.events >= MAX_BATCH_EVENTS || self.groups.len() >= MAX_BATCH_TAGS
+    }
+
+    /// Emits every group in turn, then writes into `out` the acks of the messages whose
+    /// events were committed, in message order. After a refused emit the later groups are
+    /// not emitted; their acks are withheld (counted) and their claims forgotten, so the
+    /// client's resend is new work; the error says to close the connection.
     async fn flush(&mut self, ctx: &Ctx, out: &mut BytesMut) -> Result<(), Close> {
-        let proof = if self.events.is_empty() {
-            // Nothing to keep (M16, rejected messages with a chunk): nothing can be lost.
-            Committed::new()
-        } else {
-            let tag = self.tag.clone().unwrap_or_else(|| Tag::from(""));
-            let events = std::mem::take(&mut self.events);
-            let n = events.len() as u64;
-            match ctx.sink.emit(EventStream::new(tag, events)).await {
+        let mut proofs: Vec<Option<Committed>> = Vec::with_capacity(self.groups.len());
+        let mut refused = None;
+        for g in self.groups.drain(..) {
+            if refused.is_some() {
+                proofs.push(None);
+                continue;
+            }
+            let n = g.events.len() as u64;
+            match ctx.sink.emit(EventStream::new(g.tag, g.events)).await {
                 Ok(p) => {
                     ctx.stats.events.add(n);
-                    p
+                    for c in g.claims {
+                        c.commit();
+                    }
+                    proofs.push(Some(p));
                 }
                 Err(e) => {
                     if let Some(suppressed) = ctx.limiter.check(e.reason) {
                         tracing::warn!(plugin_id = %ctx.cfg.id, reason = e.reason, events = n, suppressed, "in_forward: the pipeline refused a batch; it is not acked and the connection closes, so the client resends it");
                     }
-                    // Dropping the pending acks counts them as withheld; dropping the claims
-                    // forgets the messages, so a resend is new work.
-                    self.acks.clear();
-                    self.claims.clear();
-                    return Err(Close::Error(e.reason));
+                    proofs.push(None);
+                    refused = Some(e.reason);
                 }
             }
-        };
-        for c in self.claims.drain(..) {
+        }
+        self.events = 0;
+        // Nothing to keep (M16, rejected messages with a chunk, resends): nothing can be lost.
+        for c in self.bare_claims.drain(..) {
             c.commit();
         }
         if let Some(d) = &ctx.dedupe {
             ctx.stats.dedupe_entries.set(d.len() as i64);
         }
-        let mut acks = std::mem::take(&mut self.acks).into_iter();
-        if let Some(first) = acks.next() {
-            first.commit(proof, out);
-            ctx.stats.acks_sent.inc();
-            for a in acks {
-                a.commit(Committed::new(), out);
-                ctx.stats.acks_sent.inc();
+        let mut committed = vec![false; proofs.len()];
+        for (g, ack) in self.acks.drain(..) {
+            let proof = match g {
+                None => Some(Committed::new()),
+                Some(i) => match proofs[i].take() {
+                    Some(p) => {
+                        committed[i] = true;
+                        Some(p)
+                    }
+                    // The group's proof went to its first ack.
+                    None if committed[i] => Some(Committed::new()),
+                    None => None,
+                },
+            };
+            match proof {
+                Some(p) => {
+                    ack.commit(p, out);
+                    ctx.stats.acks_sent.inc();
+                }
+                // Dropping the pending ack counts it as withheld.
+                None => drop(ack),
             }
         }
-        Ok(())
+        match refused {
+            Some(reason) => Err(Close::Error(reason)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -284,12 +380,7 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
     }
     let limits = &ctx.cfg.limits;
     let mut out = BytesMut::new();
-    let mut batch = Batch {
-        tag: None,
-        events: Vec::new(),
-        acks: Vec::new(),
-        claims: Vec::new(),
-    };
+    let mut batch = Batch::default();
     let mut messages = 0u64;
     // Bytes a client pipelined right behind its PING are already in `buf`: frame them before
     // waiting for another read, or a client waiting for their ack would stall.
@@ -340,16 +431,15 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                     ctx.stats.messages_rejected.inc(reason);
                     ctx.warn(reason, &peer.name, &format!("message rejected: {reason}"));
                     if let Some(c) = chunk {
-                        batch
-                            .acks
-                            .push(PendingAck::new(c, ctx.stats.acks_withheld.clone()));
+                        batch.add_ack(PendingAck::new(c, ctx.stats.acks_withheld.clone()));
                     }
                 }
                 Ok(Parsed::Message(m)) => {
                     messages += 1;
+                    let mut claim = None;
                     if let (Some(d), Some(c)) = (&ctx.dedupe, &m.chunk) {
                         let key = super::dedupe::Key::new(c, &raw);
-                        let mut check = if batch.claims.iter().any(|cl| cl.key() == key) {
+                        let mut check = if batch.has_claim(key) {
                             Check::Duplicate
                         } else {
                             d.try_check(key)
@@ -364,7 +454,7 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                             }
                             check = d.check(key).await;
                         }
-                        let claim = match check {
+                        claim = match check {
                             Check::New(claim) => Some(claim),
                             Check::Duplicate | Check::Pending => None,
                         };
@@ -378,12 +468,12 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                                 &peer.name,
                                 "resent chunk already committed: acked again, not stored twice",
                             );
-                            batch
-                                .acks
-                                .push(PendingAck::new(c.clone(), ctx.stats.acks_withheld.clone()));
+                            batch.add_ack(PendingAck::new(
+                                c.clone(),
+                                ctx.stats.acks_withheld.clone(),
+                            ));
                             continue;
                         }
-                        batch.claims.extend(claim);
                     }
                     if m.invalid_events > 0 {
                         let reason = m.invalid_reason.unwrap_or("invalid_event");
@@ -399,27 +489,11 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                     let tag = ctx.rewrite_tag(m.tag);
                     let mut events = m.events;
                     add_source_fields(ctx, peer, &mut events);
-                    if !events.is_empty() {
-                        if batch.tag.as_ref() != Some(&tag) && !batch.events.is_empty() {
-                            if let Err(c) = batch.flush(ctx, &mut out).await {
-                                // Acks of batches committed earlier in this read still go out.
-                                let wrote = write_out(io, &mut out).await;
-                                return c.after_write(wrote);
-                            }
-                        }
-                        batch.tag = Some(tag);
-                        if batch.events.is_empty() {
-                            batch.events = events;
-                        } else {
-                            batch.events.append(&mut events);
-                        }
-                    }
-                    if let Some(c) = m.chunk {
-                        batch
-                            .acks
-                            .push(PendingAck::new(c, ctx.stats.acks_withheld.clone()));
-                    }
-                    if batch.events.len() >= MAX_BATCH_EVENTS {
+                    let ack = m
+                        .chunk
+                        .map(|c| PendingAck::new(c, ctx.stats.acks_withheld.clone()));
+                    batch.add(tag, events, claim, ack);
+                    if batch.full() {
                         if let Err(c) = batch.flush(ctx, &mut out).await {
                             let wrote = write_out(io, &mut out).await;
                             return c.after_write(wrote);
