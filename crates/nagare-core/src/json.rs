@@ -8,6 +8,24 @@
 use crate::msgpack::skip_complete;
 use std::io::Write;
 
+/// A map key that is not a string is written as its JSON text in quotes, cut to this many
+/// bytes: a key holding a map whose keys are maps... is escaped again at every level, which
+/// doubles the backslashes per level (a few hundred input bytes could ask for gigabytes).
+pub const MAX_KEY_TEXT: usize = 1024;
+
+/// How much of a non-string key's JSON text to keep: at most [`MAX_KEY_TEXT`] bytes, cut at a
+/// character boundary (the text is valid UTF-8: the writers replace anything else).
+pub fn key_text_len(text: &[u8]) -> usize {
+    if text.len() <= MAX_KEY_TEXT {
+        return text.len();
+    }
+    let mut n = MAX_KEY_TEXT;
+    while n > 0 && text[n] & 0xc0 == 0x80 {
+        n -= 1;
+    }
+    n
+}
+
 /// Counts what had to be changed to make valid JSON.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct JsonStats {
@@ -154,7 +172,7 @@ pub fn write_value(
                 } else {
                     let mut tmp = Vec::new();
                     p = write_value(&mut tmp, buf, p, stats)?;
-                    write_json_str(out, &tmp, stats);
+                    write_json_str(out, &tmp[..key_text_len(&tmp)], stats);
                 }
                 out.push(b':');
                 p = write_value(out, buf, p, stats)?;
@@ -187,6 +205,31 @@ mod tests {
         let mut out = Vec::new();
         write_record(&mut out, &b, &mut JsonStats::default());
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn keys_that_are_maps_of_maps_stay_bounded() {
+        // Each level's key text is escaped again by the level above: without the cap the
+        // backslashes doubled per level (2^60 here; records nest at most 64 deep).
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(|| {
+                let mut v = rmpv::Value::from("q\"\"\"\"");
+                for _ in 0..60 {
+                    v = rmpv::Value::Map(vec![(v, rmpv::Value::from(1))]);
+                }
+                let v = rmpv::Value::Map(vec![("k".into(), v)]);
+                let mut b = Vec::new();
+                rmpv::encode::write_value(&mut b, &v).unwrap();
+                let mut out = Vec::new();
+                assert!(write_record(&mut out, &b, &mut JsonStats::default()));
+                assert!(out.len() < 64 * 1024, "{} bytes", out.len());
+                let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+                assert!(line["k"].is_object());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]
