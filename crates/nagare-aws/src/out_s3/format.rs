@@ -24,6 +24,7 @@
 //! a retry recognise its own earlier upload on the on-disk store.
 
 use super::key::{TimeFormat, Zone};
+use nagare_core::json::key_text_len;
 use nagare_core::msgpack::{read_array_len, read_map_len, read_str_or_bin, skip_complete};
 use nagare_core::EventTime;
 use std::io;
@@ -151,6 +152,8 @@ pub struct Scratch {
     lines: Vec<u8>,
     /// zlib-rs' output window.
     zbuf: Vec<u8>,
+    /// One JSON line being written (kept initialised and at its size; see `Out`).
+    rec: Vec<u8>,
     deflate: Option<(u32, flate2::Compress)>,
     libdeflate: Option<(i32, libdeflater::Compressor)>,
     zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
@@ -163,6 +166,7 @@ impl Default for Scratch {
         Scratch {
             lines: Vec::with_capacity(WINDOW + 64 * 1024),
             zbuf: vec![0; 64 * 1024],
+            rec: Vec::new(),
             deflate: None,
             libdeflate: None,
             zstd: None,
@@ -188,6 +192,8 @@ pub const WHOLE_CHUNK_MAX: usize = 32 << 20;
 const WHOLE_FIRST_TRY_RATIO: usize = 4;
 /// Buffers grown past this by a huge chunk are not kept for the next one.
 const RETAIN_MAX: usize = 64 << 20;
+/// The line scratch is not kept past a chunk once a record grew it beyond this.
+const REC_RETAIN_MAX: usize = 1 << 20;
 /// Nesting deeper than this is written as `null` (stack safety).
 const MAX_DEPTH: usize = 256;
 
@@ -219,29 +225,22 @@ impl Formatter {
             // pass that also finds its end; no separate scan of the entry.
             if self.line == LineFormat::Json {
                 if let Some((time, rec_off)) = entry_head(&entries[pos..]) {
+                    // The line is written into a scratch and appended whole (see `Out`).
                     let flush_at = sink.flush_at;
-                    let lines = sink.lines();
-                    let before = lines.len();
+                    let (lines, line) = sink.lines_and_line();
+                    let mut w = Out::scratch(line);
                     let rec = &entries[pos + rec_off..];
-                    match write_json_record(
-                        lines,
-                        rec,
-                        &self.inject,
-                        time,
-                        tag,
-                        &mut tsbuf,
-                        &mut st,
-                    ) {
-                        Some(used) => {
-                            pos += rec_off + used;
-                            st.text_bytes += lines.len() - before;
-                            st.records += 1;
-                            if lines.len() >= flush_at {
-                                sink.flush_window()?;
-                            }
-                            continue;
+                    if let Some(used) =
+                        write_json_record(&mut w, rec, &self.inject, time, tag, &mut tsbuf, &mut st)
+                    {
+                        lines.extend_from_slice(w.text());
+                        pos += rec_off + used;
+                        st.text_bytes += w.j;
+                        st.records += 1;
+                        if lines.len() >= flush_at {
+                            sink.flush_window()?;
                         }
-                        None => lines.truncate(before),
+                        continue;
                     }
                 }
             }
@@ -262,8 +261,19 @@ impl Formatter {
             let before = lines.len();
             let ok = match &self.line {
                 LineFormat::Json => {
-                    write_json_record(lines, rec, &self.inject, time, tag, &mut tsbuf, &mut st)
-                        .is_some_and(|used| used == rec.len())
+                    let mut w = Out::append(lines);
+                    let ok = write_json_record(
+                        &mut w,
+                        rec,
+                        &self.inject,
+                        time,
+                        tag,
+                        &mut tsbuf,
+                        &mut st,
+                    )
+                    .is_some_and(|used| used == rec.len());
+                    w.done();
+                    ok
                 }
                 LineFormat::SingleValue {
                     message_key,
@@ -400,6 +410,14 @@ impl<'a> Sink<'a> {
         }
     }
 
+    /// [`Sink::lines`] and the scratch one JSON line is written into.
+    fn lines_and_line(&mut self) -> (&mut Vec<u8>, &mut Vec<u8>) {
+        match self.mode {
+            Mode::Direct => (self.out, &mut self.scratch.rec),
+            _ => (&mut self.scratch.lines, &mut self.scratch.rec),
+        }
+    }
+
     fn flush_window(&mut self) -> io::Result<()> {
         if self.mode == Mode::Whole {
             // Past the whole-chunk limit: stream the rest through zlib-rs.
@@ -461,6 +479,9 @@ impl<'a> Sink<'a> {
                 c.compress_to_buffer(&lines[..], self.out)?;
             }
             Mode::Direct => {}
+        }
+        if self.scratch.rec.len() > REC_RETAIN_MAX {
+            self.scratch.rec = Vec::new();
         }
         let lines = &mut self.scratch.lines;
         lines.clear();
@@ -552,6 +573,66 @@ fn read_time(t: &[u8]) -> Option<(u32, u32)> {
 
 // ---- JSON ----------------------------------------------------------------------------------
 
+/// A write cursor over a fully initialised buffer: `buf[..j]` is the text so far, the bytes
+/// after it are scratch. A writer asks for room for its worst case ([`Out::room`]), then
+/// stores by index into a plain slice: no length bookkeeping per byte, and fixed-size stores
+/// may run past what they keep. (Safe code cannot write a vector's spare capacity: the buffer
+/// is kept initialised instead and grows with `resize` only when a writer needs more room.)
+struct Out<'a> {
+    buf: &'a mut Vec<u8>,
+    j: usize,
+}
+
+impl<'a> Out<'a> {
+    /// Writes after the end of `buf`; [`Out::done`] cuts it back to the text.
+    fn append(buf: &'a mut Vec<u8>) -> Out<'a> {
+        let j = buf.len();
+        Out { buf, j }
+    }
+
+    /// Writes from the start of `buf`, a reused scratch whose contents do not matter (never
+    /// truncated: once grown, it is not filled again).
+    fn scratch(buf: &'a mut Vec<u8>) -> Out<'a> {
+        Out { buf, j: 0 }
+    }
+
+    fn done(self) {
+        self.buf.truncate(self.j);
+    }
+
+    fn text(&self) -> &[u8] {
+        &self.buf[..self.j]
+    }
+
+    /// The buffer from the cursor on, at least `n` bytes long.
+    #[inline(always)]
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        if self.buf.len() < self.j + n {
+            self.grow(n);
+        }
+        &mut self.buf[self.j..]
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, n: usize) {
+        self.buf.resize(self.j + n + 1024, 0);
+    }
+
+    #[inline(always)]
+    fn push(&mut self, c: u8) {
+        self.room(1)[0] = c;
+        self.j += 1;
+    }
+
+    #[inline(always)]
+    fn extend(&mut self, s: &[u8]) {
+        let n = s.len();
+        self.room(n)[..n].copy_from_slice(s);
+        self.j += n;
+    }
+}
+
 /// Bytes that need escaping inside a JSON string (ASCII only; 0 = copy as is).
 static ESC: [u8; 128] = {
     let mut t = [0u8; 128];
@@ -572,9 +653,27 @@ static ESC: [u8; 128] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// "00" to "99".
+static DIGITS2: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// Longest part of a string escaped in one go: bounds the room asked for (6 bytes per byte).
+const PIECE: usize = 4096;
+/// Room asked for beyond 6 bytes per input byte: [`escape_into`]'s fixed-size stores (16),
+/// the quotes and separators.
+const SLACK: usize = 32;
 
 /// The bytes of `w` that need escaping (`"`, `\\`, below 0x20), as their high bits. Exact per
 /// byte (no carries between bytes); bytes >= 0x80 are never flagged.
@@ -585,145 +684,248 @@ fn special_bytes(w: u64) -> u64 {
     is_zero(w ^ (ONES * b'"' as u64)) | is_zero(w ^ (ONES * b'\\' as u64)) | below_0x20
 }
 
+/// Writes the first `n` bytes of `w` (little-endian; `sp`: [`special_bytes`] of those) with
+/// escapes at `d[k..]`, which has room for 6 bytes per byte and 16; returns the new cursor.
 #[inline(always)]
-fn escape_byte(tmp: &mut [u8], j: usize, b: u8) -> usize {
-    let e = if b < 0x80 { ESC[b as usize] } else { 0 };
-    if e == b'u' {
-        tmp[j..j + 6].copy_from_slice(&[
-            b'\\',
-            b'u',
-            b'0',
-            b'0',
-            HEX[(b >> 4) as usize],
-            HEX[(b & 15) as usize],
-        ]);
-        return 6;
+fn escape_word(d: &mut [u8], k: usize, w: u64, sp: u64, n: usize) -> usize {
+    // Flagged bytes below 0x20: neither bit 5 (set in `"`) nor bit 6 (set in `\`).
+    let ctrl = sp & !((w << 2) | (w << 1));
+    if ctrl == 0 {
+        // Only `"` and `\` (JSON in a string: quotes at random places, where branches would
+        // mispredict): two stores per byte, `\` then the byte, the cursor moves by one or two.
+        // The bytes past `n` are zeros and not flagged: one byte each, taken off at the end.
+        let o = &mut d[k..k + 16];
+        let mut m = 0;
+        for i in 0..8 {
+            let b = (w >> (8 * i)) as u8;
+            let s = ((sp >> (8 * i + 7)) & 1) as usize;
+            o[m & 15] = b'\\';
+            o[(m + s) & 15] = b;
+            m += 1 + s;
+        }
+        return k + m - (8 - n);
     }
-    let special = (e != 0) as usize;
-    tmp[j] = if special == 1 { b'\\' } else { b };
-    tmp[j + 1] = e;
-    1 + special
+    let mut m = k;
+    for i in 0..n {
+        let b = (w >> (8 * i)) as u8;
+        if (sp >> (8 * i + 7)) & 1 == 0 {
+            d[m] = b;
+            m += 1;
+            continue;
+        }
+        let e = ESC[(b & 0x7f) as usize];
+        if e == b'u' {
+            d[m..m + 6].copy_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
+            m += 6;
+        } else {
+            d[m] = b'\\';
+            d[m + 1] = e;
+            m += 2;
+        }
+    }
+    m
 }
 
-/// Appends up to 8 bytes with escapes, without a branch per byte (quotes in JSON-in-a-string
-/// come at random positions: branches would mispredict): room for the worst case is appended
-/// as a fixed-size block, the bytes are written into it, and the vector is cut back. (Building
-/// the bytes on the stack and copying them costs a store-forwarding stall per word.)
+/// Writes `buf[a..e]` (any bytes) with JSON escapes at the start of `d`, which must hold
+/// `6 * (e - a) + 16` bytes, eight bytes at a time: a word with nothing to escape is copied
+/// whole (a fixed-size store), one with something goes through [`escape_word`]. Returns the
+/// bytes written and whether there was a byte >= 0x80 (the caller validates UTF-8 only then:
+/// most log text is ASCII). The bytes of `buf` before `e` let a short tail be read as one word.
 #[inline(always)]
-fn escape_small(out: &mut Vec<u8>, bytes: &[u8]) {
-    const ROOM: [u8; 48] = [0; 48];
-    let at = out.len();
-    out.extend_from_slice(&ROOM);
-    let buf = &mut out[at..];
-    let mut j = 0;
-    for &b in bytes.iter().take(8) {
-        j += escape_byte(buf, j, b);
-    }
-    out.truncate(at + j);
-}
-
-/// Appends `s` (any bytes) with JSON escapes, eight bytes at a time: a word with nothing to
-/// escape is copied whole (a fixed-size store), one with something goes through
-/// [`escape_small`]. Returns whether `s` had a byte >= 0x80 (the caller validates UTF-8 only
-/// then: most log text is ASCII).
-#[inline]
-fn escape_run(out: &mut Vec<u8>, s: &[u8]) -> bool {
-    out.reserve(s.len() + 48);
+fn escape_into(d: &mut [u8], buf: &[u8], a: usize, e: usize) -> (usize, bool) {
+    let s = &buf[a..e];
+    let mut k = 0;
     let mut high = 0u64;
     let mut chunks = s.chunks_exact(8);
     for word in &mut chunks {
         let word = <[u8; 8]>::try_from(word).unwrap_or_default();
         let w = u64::from_le_bytes(word);
         high |= w;
-        if special_bytes(w) == 0 {
-            out.extend_from_slice(&word);
+        let sp = special_bytes(w);
+        if sp == 0 {
+            d[k..k + 8].copy_from_slice(&word);
+            k += 8;
         } else {
-            escape_small(out, &word);
+            k = escape_word(d, k, w, sp, 8);
         }
     }
     let rest = chunks.remainder();
     let n = rest.len();
     if n > 0 {
-        // The tail as a zero-padded word, read without a trip through the stack: the last
-        // eight bytes of `s` shifted down when there are eight. The padding zeros would read
-        // as control bytes: they are masked out.
-        let w = match s.len().checked_sub(8).and_then(|i| s.get(i..)) {
+        // The tail as a zero-padded word: the eight bytes of `buf` ending at `e` shifted
+        // down when there are eight. The padding zeros would read as control bytes: they are
+        // masked out.
+        let w = match e.checked_sub(8).and_then(|i| buf.get(i..e)) {
             Some(last) => {
                 u64::from_le_bytes(<[u8; 8]>::try_from(last).unwrap_or_default()) >> (8 * (8 - n))
             }
             None => rest.iter().rev().fold(0u64, |a, &b| (a << 8) | b as u64),
         };
         high |= w;
-        let live = u64::MAX >> (8 * (8 - n));
-        if special_bytes(w) & live == 0 {
-            let at = out.len();
-            out.extend_from_slice(&w.to_le_bytes());
-            out.truncate(at + n);
+        let sp = special_bytes(w) & (u64::MAX >> (8 * (8 - n)));
+        if sp == 0 {
+            d[k..k + 8].copy_from_slice(&w.to_le_bytes());
+            k += n;
         } else {
-            escape_small(out, rest);
+            k = escape_word(d, k, w, sp, n);
         }
     }
-    high & HIGHS != 0
+    (k, high & HIGHS != 0)
 }
 
-/// Writes `s` as a JSON string; invalid UTF-8 becomes U+FFFD (counted).
+/// Appends `s` with escapes (no quotes), a [`PIECE`] at a time; returns whether it had a byte
+/// >= 0x80.
+fn escape_pieces(w: &mut Out, s: &[u8]) -> bool {
+    let mut high = false;
+    for piece in s.chunks(PIECE) {
+        let d = w.room(6 * piece.len() + SLACK);
+        let (n, h) = escape_into(d, piece, 0, piece.len());
+        w.j += n;
+        high |= h;
+    }
+    high
+}
+
+/// Writes `buf[a..e]` as a JSON string, after a `,` when `comma` and followed by a `:` when
+/// `colon`; invalid UTF-8 becomes U+FFFD (counted).
 #[inline(always)]
-pub fn write_json_str(out: &mut Vec<u8>, s: &[u8], invalid: &mut usize) {
-    let start = out.len();
-    out.push(b'"');
-    if escape_run(out, s) && std::str::from_utf8(s).is_err() {
+fn write_str(
+    w: &mut Out,
+    buf: &[u8],
+    a: usize,
+    e: usize,
+    invalid: &mut usize,
+    comma: bool,
+    colon: bool,
+) {
+    let start = w.j;
+    let high = if e - a <= PIECE {
+        // One room for it all; the separators are stored whether they are kept or not.
+        let pre = comma as usize;
+        let d = w.room(6 * (e - a) + SLACK);
+        d[0] = b',';
+        d[pre] = b'"';
+        let (n, high) = escape_into(&mut d[pre + 1..], buf, a, e);
+        d[pre + 1 + n] = b'"';
+        d[pre + 2 + n] = b':';
+        w.j += pre + 2 + n + colon as usize;
+        high
+    } else {
+        if comma {
+            w.push(b',');
+        }
+        w.push(b'"');
+        let high = escape_pieces(w, &buf[a..e]);
+        w.push(b'"');
+        if colon {
+            w.push(b':');
+        }
+        high
+    };
+    if high && std::str::from_utf8(&buf[a..e]).is_err() {
         // Not UTF-8: write it again with replacements (rare).
-        out.truncate(start + 1);
-        let mut rest = s;
+        w.j = start;
+        if comma {
+            w.push(b',');
+        }
+        w.push(b'"');
+        let mut rest = &buf[a..e];
         loop {
             match std::str::from_utf8(rest) {
                 Ok(_) => {
-                    escape_run(out, rest);
+                    escape_pieces(w, rest);
                     break;
                 }
-                Err(e) => {
-                    let (good, bad) = rest.split_at(e.valid_up_to());
-                    escape_run(out, good);
-                    out.extend_from_slice("\u{FFFD}".as_bytes());
+                Err(err) => {
+                    let (good, bad) = rest.split_at(err.valid_up_to());
+                    escape_pieces(w, good);
+                    w.extend("\u{FFFD}".as_bytes());
                     *invalid += 1;
-                    rest = &bad[e.error_len().unwrap_or(bad.len())..];
+                    rest = &bad[err.error_len().unwrap_or(bad.len())..];
                 }
             }
         }
-    }
-    out.push(b'"');
-}
-
-fn write_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
+        w.push(b'"');
+        if colon {
+            w.push(b':');
         }
     }
-    out.extend_from_slice(&buf[i..]);
 }
 
-fn write_i64(out: &mut Vec<u8>, v: i64) {
-    if v < 0 {
-        out.push(b'-');
+/// Appends `s` as a JSON string; invalid UTF-8 becomes U+FFFD (counted).
+#[cfg(test)]
+fn write_json_str(out: &mut Vec<u8>, s: &[u8], invalid: &mut usize) {
+    let mut w = Out::append(out);
+    write_str(&mut w, s, 0, s.len(), invalid, false, false);
+    w.done();
+}
+
+/// Decimal digits of `v` (1-20).
+#[inline(always)]
+fn decimal_len(v: u64) -> usize {
+    v.checked_ilog10().unwrap_or(0) as usize + 1
+}
+
+/// Writes the digits of `v` at the start of `d` (20 bytes at least), two at a time, from the
+/// last; returns how many.
+#[inline(always)]
+fn put_u64(d: &mut [u8], mut v: u64) -> usize {
+    let len = decimal_len(v);
+    let d = &mut d[..len];
+    let mut i = len;
+    while v >= 100 {
+        let r = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        d[i] = DIGITS2[r];
+        d[i + 1] = DIGITS2[r + 1];
     }
-    write_u64(out, v.unsigned_abs());
+    if v >= 10 {
+        let r = v as usize * 2;
+        d[0] = DIGITS2[r];
+        d[1] = DIGITS2[r + 1];
+    } else {
+        d[0] = b'0' + v as u8;
+    }
+    len
 }
 
-fn write_f64(out: &mut Vec<u8>, f: f64) {
+fn write_u64(w: &mut Out, v: u64) {
+    let n = put_u64(w.room(20), v);
+    w.j += n;
+}
+
+fn write_i64(w: &mut Out, v: i64) {
+    let d = w.room(21);
+    let neg = (v < 0) as usize;
+    d[0] = b'-';
+    let n = put_u64(&mut d[neg..], v.unsigned_abs());
+    w.j += neg + n;
+}
+
+/// Room for any finite f64 in `Display` form (the longest, -5e-324 written out in full, is
+/// 327 characters).
+const F64_ROOM: usize = 400;
+
+fn write_f64(w: &mut Out, f: f64) {
     use std::io::Write;
     if f.is_finite() {
-        let _ = write!(out, "{f}");
+        let mut d = &mut w.room(F64_ROOM)[..F64_ROOM];
+        let _ = write!(d, "{f}");
+        let n = F64_ROOM - d.len();
+        w.j += n;
         if f.fract() == 0.0 && f.abs() < 1e16 {
-            out.extend_from_slice(b".0");
+            w.extend(b".0");
         }
     } else {
-        out.extend_from_slice(b"null");
+        w.extend(b"null");
     }
 }
 
@@ -731,9 +933,23 @@ fn be(b: &[u8]) -> u64 {
     b.iter().fold(0u64, |a, &x| (a << 8) | x as u64)
 }
 
+/// [`write_value`] appending to a vector (the LTSV and single-value writers).
+fn write_value_vec(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    pos: usize,
+    invalid: &mut usize,
+    depth: usize,
+) -> Option<usize> {
+    let mut w = Out::append(out);
+    let r = write_value(&mut w, buf, pos, invalid, depth);
+    w.done();
+    r
+}
+
 /// Transcodes the msgpack value at `buf[pos..]` into JSON; returns the end offset.
 fn write_value(
-    out: &mut Vec<u8>,
+    w: &mut Out,
     buf: &[u8],
     pos: usize,
     invalid: &mut usize,
@@ -743,30 +959,36 @@ fn write_value(
     let s = &buf[pos..];
     let need = |n: usize| if s.len() >= n { Some(pos + n) } else { None };
     match b {
+        0xa0..=0xbf => {
+            // fixstr: the common case (keys and short values), decoded inline.
+            let end = need(1 + (b & 0x1f) as usize)?;
+            write_str(w, buf, pos + 1, end, invalid, false, false);
+            Some(end)
+        }
         0x00..=0x7f => {
-            write_u64(out, b as u64);
+            write_u64(w, b as u64);
             Some(pos + 1)
         }
         0xe0..=0xff => {
-            write_i64(out, b as i8 as i64);
+            write_i64(w, b as i8 as i64);
             Some(pos + 1)
         }
         0xc0 => {
-            out.extend_from_slice(b"null");
+            w.extend(b"null");
             Some(pos + 1)
         }
         0xc2 => {
-            out.extend_from_slice(b"false");
+            w.extend(b"false");
             Some(pos + 1)
         }
         0xc3 => {
-            out.extend_from_slice(b"true");
+            w.extend(b"true");
             Some(pos + 1)
         }
         0xcc..=0xcf => {
             let n = 1usize << (b - 0xcc);
             let end = need(1 + n)?;
-            write_u64(out, be(&s[1..1 + n]));
+            write_u64(w, be(&s[1..1 + n]));
             Some(end)
         }
         0xd0..=0xd3 => {
@@ -774,64 +996,65 @@ fn write_value(
             let end = need(1 + n)?;
             let v = be(&s[1..1 + n]);
             let shift = 64 - 8 * n as u32;
-            write_i64(out, ((v << shift) as i64) >> shift);
+            write_i64(w, ((v << shift) as i64) >> shift);
             Some(end)
         }
         0xca => {
             let end = need(5)?;
-            write_f64(out, f32::from_be_bytes([s[1], s[2], s[3], s[4]]) as f64);
+            write_f64(w, f32::from_be_bytes([s[1], s[2], s[3], s[4]]) as f64);
             Some(end)
         }
         0xcb => {
             let end = need(9)?;
-            write_f64(out, f64::from_be_bytes(s[1..9].try_into().ok()?));
+            write_f64(w, f64::from_be_bytes(s[1..9].try_into().ok()?));
             Some(end)
-        }
-        0xa0..=0xbf => {
-            // fixstr: the common case (keys and short values), decoded inline.
-            let end = 1 + (b & 0x1f) as usize;
-            write_json_str(out, s.get(1..end)?, invalid);
-            Some(pos + end)
         }
         0xd9..=0xdb | 0xc4..=0xc6 => {
             let (a, e) = read_str_or_bin(s)?;
-            write_json_str(out, &s[a..e], invalid);
+            write_str(w, buf, pos + a, pos + e, invalid, false, false);
             Some(pos + e)
         }
         0x90..=0x9f | 0xdc | 0xdd => {
             if depth >= MAX_DEPTH {
-                out.extend_from_slice(b"null");
+                w.extend(b"null");
                 return skip_complete(buf, pos).ok();
             }
             let (n, hl) = read_array_len(s)?;
-            out.push(b'[');
+            w.push(b'[');
             let mut p = pos + hl;
             for i in 0..n {
                 if i > 0 {
-                    out.push(b',');
+                    w.push(b',');
                 }
-                p = write_value(out, buf, p, invalid, depth + 1)?;
+                p = write_value(w, buf, p, invalid, depth + 1)?;
             }
-            out.push(b']');
+            w.push(b']');
             Some(p)
         }
         0x80..=0x8f | 0xde | 0xdf => {
             if depth >= MAX_DEPTH {
-                out.extend_from_slice(b"null");
+                w.extend(b"null");
                 return skip_complete(buf, pos).ok();
             }
             let (n, hl) = read_map_len(s)?;
-            out.push(b'{');
+            w.push(b'{');
             let mut p = pos + hl;
             for i in 0..n {
-                if i > 0 {
-                    out.push(b',');
+                p = write_key(w, buf, p, invalid, depth, i > 0)?;
+                // A fixstr value (most of them) without the dispatch of a call.
+                let vb = *buf.get(p)?;
+                if let 0xa0..=0xbf = vb {
+                    let end = p + 1 + (vb & 0x1f) as usize;
+                    if end > buf.len() {
+                        return None;
+                    }
+                    write_str(w, buf, p + 1, end, invalid, false, false);
+                    p = end;
+                } else {
+                    p = write_value(w, buf, p, invalid, depth + 1)?;
                 }
-                p = write_key(out, buf, p, invalid, depth)?;
-                out.push(b':');
-                p = write_value(out, buf, p, invalid, depth + 1)?;
             }
-            out.push(b'}');
+            w.push(b'}');
             Some(p)
         }
         // fixext 1/2/4/8/16, ext 8/16/32: EventTime (type 0, 8 bytes) as float seconds.
@@ -846,9 +1069,9 @@ fn write_value(
             if ty == 0 && data.len() == 8 {
                 let secs = be(&data[..4]);
                 let nanos = be(&data[4..]) as u32;
-                write_time_float(out, secs, nanos);
+                write_time_float(w, secs, nanos);
             } else {
-                out.extend_from_slice(b"null");
+                w.extend(b"null");
             }
             Some(end)
         }
@@ -856,46 +1079,58 @@ fn write_value(
     }
 }
 
-/// A map key: strings as they are, anything else as its JSON text in quotes.
+/// A map key with its `:` (and a `,` before it when `comma`): strings as they are, anything
+/// else as its JSON text in quotes.
 #[inline]
 fn write_key(
-    out: &mut Vec<u8>,
+    w: &mut Out,
     buf: &[u8],
     p: usize,
     invalid: &mut usize,
     depth: usize,
+    comma: bool,
 ) -> Option<usize> {
     let kb = *buf.get(p)?;
     if let 0xa0..=0xbf = kb {
         // A fixstr: nearly every key. Straight to the string writer, no dispatch.
         let end = p + 1 + (kb & 0x1f) as usize;
-        write_json_str(out, buf.get(p + 1..end)?, invalid);
-        Some(end)
-    } else if matches!(kb, 0xd9..=0xdb | 0xc4..=0xc6) {
-        write_value(out, buf, p, invalid, depth + 1)
+        if end > buf.len() {
+            return None;
+        }
+        write_str(w, buf, p + 1, end, invalid, comma, true);
+        return Some(end);
+    }
+    if comma {
+        w.push(b',');
+    }
+    let end = if matches!(kb, 0xd9..=0xdb | 0xc4..=0xc6) {
+        write_value(w, buf, p, invalid, depth + 1)?
     } else {
         let mut tmp = Vec::new();
-        let end = write_value(&mut tmp, buf, p, invalid, depth + 1)?;
-        write_json_str(out, &tmp, invalid);
-        Some(end)
-    }
+        let end = write_value_vec(&mut tmp, buf, p, invalid, depth + 1)?;
+        let n = key_text_len(&tmp);
+        write_str(w, &tmp, 0, n, invalid, false, false);
+        end
+    };
+    w.push(b':');
+    Some(end)
 }
 
-fn write_time_float(out: &mut Vec<u8>, secs: u64, nanos: u32) {
-    write_u64(out, secs);
-    out.push(b'.');
+fn write_time_float(w: &mut Out, secs: u64, nanos: u32) {
+    write_u64(w, secs);
     if nanos == 0 {
-        out.push(b'0');
+        w.extend(b".0");
         return;
     }
-    let mut d = [0u8; 9];
+    let d = &mut w.room(10)[..10];
+    d[0] = b'.';
     let mut n = nanos;
-    for i in (0..9).rev() {
+    for i in (1..10).rev() {
         d[i] = b'0' + (n % 10) as u8;
         n /= 10;
     }
-    let len = 9 - d.iter().rev().take_while(|c| **c == b'0').count();
-    out.extend_from_slice(&d[..len]);
+    let len = 9 - d[1..].iter().rev().take_while(|c| **c == b'0').count();
+    w.j += 1 + len;
 }
 
 /// The string key at `buf[p..]`, if it is one.
@@ -906,23 +1141,24 @@ fn key_bytes(buf: &[u8], p: usize) -> Option<&[u8]> {
 }
 
 fn write_inject_value(
-    out: &mut Vec<u8>,
+    w: &mut Out,
     inject: &Inject,
     time: (u32, u32),
     tsbuf: &mut String,
     json: bool,
 ) {
     match inject.time_type.as_ref().unwrap_or(&TimeType::Float) {
-        TimeType::Float => write_time_float(out, time.0 as u64, time.1),
-        TimeType::Unixtime => write_u64(out, time.0 as u64),
+        TimeType::Float => write_time_float(w, time.0 as u64, time.1),
+        TimeType::Unixtime => write_u64(w, time.0 as u64),
         TimeType::String(f) => {
             tsbuf.clear();
             f.format(time.0 as i64, time.1, inject.zone, tsbuf);
             if json {
                 let mut inv = 0;
-                write_json_str(out, tsbuf.as_bytes(), &mut inv);
+                let s = tsbuf.as_bytes();
+                write_str(w, s, 0, s.len(), &mut inv, false, false);
             } else {
-                out.extend_from_slice(tsbuf.as_bytes());
+                w.extend(tsbuf.as_bytes());
             }
         }
     }
@@ -935,7 +1171,7 @@ fn is_injected(inject: &Inject, k: &[u8]) -> bool {
 
 /// One record as a JSON line.
 fn write_json_record(
-    out: &mut Vec<u8>,
+    w: &mut Out,
     rec: &[u8],
     inject: &Inject,
     time: (u32, u32),
@@ -944,18 +1180,15 @@ fn write_json_record(
     st: &mut EncodeStats,
 ) -> Option<usize> {
     let mut inv = 0;
-    // Room for the whole line at once (escapes rarely double it): the writes below then never
-    // reallocate.
-    out.reserve(rec.len() + rec.len() / 4 + 64);
     let used = if inject.is_empty() {
         match *rec.first()? {
-            0x80..=0x8f | 0xde | 0xdf => write_value(out, rec, 0, &mut inv, 0),
+            0x80..=0x8f | 0xde | 0xdf => write_value(w, rec, 0, &mut inv, 0),
             _ => None,
         }
     } else {
         (|| {
             let (n, hl) = read_map_len(rec)?;
-            out.push(b'{');
+            w.push(b'{');
             let mut p = hl;
             let mut first = true;
             for _ in 0..n {
@@ -964,36 +1197,26 @@ fn write_json_record(
                     p = skip_complete(rec, k_end).ok()?;
                     continue;
                 }
-                if !first {
-                    out.push(b',');
-                }
+                p = write_key(w, rec, p, &mut inv, 0, !first)?;
                 first = false;
-                p = write_key(out, rec, p, &mut inv, 0)?;
-                out.push(b':');
-                p = write_value(out, rec, p, &mut inv, 1)?;
+                p = write_value(w, rec, p, &mut inv, 1)?;
             }
             if let Some(k) = &inject.tag_key {
-                if !first {
-                    out.push(b',');
-                }
+                let k = k.as_bytes();
+                write_str(w, k, 0, k.len(), &mut inv, !first, true);
                 first = false;
-                write_json_str(out, k.as_bytes(), &mut inv);
-                out.push(b':');
-                write_json_str(out, tag.as_bytes(), &mut inv);
+                write_str(w, tag.as_bytes(), 0, tag.len(), &mut inv, false, false);
             }
             if let Some(k) = &inject.time_key {
-                if !first {
-                    out.push(b',');
-                }
-                write_json_str(out, k.as_bytes(), &mut inv);
-                out.push(b':');
-                write_inject_value(out, inject, time, tsbuf, true);
+                let k = k.as_bytes();
+                write_str(w, k, 0, k.len(), &mut inv, !first, true);
+                write_inject_value(w, inject, time, tsbuf, true);
             }
-            out.push(b'}');
+            w.push(b'}');
             Some(p)
         })()
     };
-    out.push(b'\n');
+    w.push(b'\n');
     // Only a written line counts: a failed one is retried by the caller's slow path (or
     // skipped and counted there), so counting here too would count it twice.
     if used.is_some() {
@@ -1001,7 +1224,6 @@ fn write_json_record(
     }
     used
 }
-
 fn write_single_value(
     out: &mut Vec<u8>,
     rec: &[u8],
@@ -1025,7 +1247,7 @@ fn write_single_value(
                 Some((a, e)) => out.extend_from_slice(&rec[k_end + a..k_end + e]),
                 None => {
                     let mut inv = 0;
-                    write_value(out, rec, k_end, &mut inv, 1);
+                    write_value_vec(out, rec, k_end, &mut inv, 1);
                     st.invalid_utf8 += inv;
                 }
             }
@@ -1088,14 +1310,14 @@ fn write_ltsv(
         match key {
             Some(k) => push_ltsv_text(out, k),
             None => {
-                write_value(out, rec, p, &mut inv, 1);
+                write_value_vec(out, rec, p, &mut inv, 1);
             }
         }
         out.extend_from_slice(label_delim);
         match read_str_or_bin(&rec[k_end..v_end]) {
             Some((a, e)) => push_ltsv_text(out, &rec[k_end + a..k_end + e]),
             None => {
-                write_value(out, rec, k_end, &mut inv, 1);
+                write_value_vec(out, rec, k_end, &mut inv, 1);
             }
         }
         p = v_end;
@@ -1115,13 +1337,476 @@ fn write_ltsv(
         }
         push_ltsv_text(out, k.as_bytes());
         out.extend_from_slice(label_delim);
-        write_inject_value(out, inject, time, tsbuf, false);
+        let mut w = Out::append(out);
+        write_inject_value(&mut w, inject, time, tsbuf, false);
+        w.done();
     }
     if add_newline {
         out.push(b'\n');
     }
     st.invalid_utf8 += inv;
     true
+}
+
+/// The JSON writer as it was before [`Out`] (appending to a vector): the reference the
+/// current one must match byte for byte.
+#[cfg(test)]
+mod reference {
+    use super::{
+        key_text_len, read_array_len, read_map_len, read_str_or_bin, skip_complete, EncodeStats,
+        Inject, TimeType, MAX_DEPTH,
+    };
+
+    /// Bytes that need escaping inside a JSON string (ASCII only; 0 = copy as is).
+    static ESC: [u8; 128] = {
+        let mut t = [0u8; 128];
+        let mut i = 0;
+        while i < 0x20 {
+            t[i] = b'u';
+            i += 1;
+        }
+        t[b'\n' as usize] = b'n';
+        t[b'\r' as usize] = b'r';
+        t[b'\t' as usize] = b't';
+        t[0x08] = b'b';
+        t[0x0c] = b'f';
+        t[b'"' as usize] = b'"';
+        t[b'\\' as usize] = b'\\';
+        t
+    };
+
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+    /// The bytes of `w` that need escaping (`"`, `\\`, below 0x20), as their high bits. Exact per
+    /// byte (no carries between bytes); bytes >= 0x80 are never flagged.
+    #[inline(always)]
+    fn special_bytes(w: u64) -> u64 {
+        let is_zero = |y: u64| !(((y & LOWS).wrapping_add(LOWS)) | y) & HIGHS;
+        let below_0x20 = !(((w & LOWS).wrapping_add(ONES * 0x60)) | w) & HIGHS;
+        is_zero(w ^ (ONES * b'"' as u64)) | is_zero(w ^ (ONES * b'\\' as u64)) | below_0x20
+    }
+
+    #[inline(always)]
+    fn escape_byte(tmp: &mut [u8], j: usize, b: u8) -> usize {
+        let e = if b < 0x80 { ESC[b as usize] } else { 0 };
+        if e == b'u' {
+            tmp[j..j + 6].copy_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
+            return 6;
+        }
+        let special = (e != 0) as usize;
+        tmp[j] = if special == 1 { b'\\' } else { b };
+        tmp[j + 1] = e;
+        1 + special
+    }
+
+    /// Appends up to 8 bytes with escapes, without a branch per byte (quotes in JSON-in-a-string
+    /// come at random positions: branches would mispredict): room for the worst case is appended
+    /// as a fixed-size block, the bytes are written into it, and the vector is cut back. (Building
+    /// the bytes on the stack and copying them costs a store-forwarding stall per word.)
+    #[inline(always)]
+    fn escape_small(out: &mut Vec<u8>, bytes: &[u8]) {
+        const ROOM: [u8; 48] = [0; 48];
+        let at = out.len();
+        out.extend_from_slice(&ROOM);
+        let buf = &mut out[at..];
+        let mut j = 0;
+        for &b in bytes.iter().take(8) {
+            j += escape_byte(buf, j, b);
+        }
+        out.truncate(at + j);
+    }
+
+    /// Appends `s` (any bytes) with JSON escapes, eight bytes at a time: a word with nothing to
+    /// escape is copied whole (a fixed-size store), one with something goes through
+    /// [`escape_small`]. Returns whether `s` had a byte >= 0x80 (the caller validates UTF-8 only
+    /// then: most log text is ASCII).
+    #[inline]
+    fn escape_run(out: &mut Vec<u8>, s: &[u8]) -> bool {
+        out.reserve(s.len() + 48);
+        let mut high = 0u64;
+        let mut chunks = s.chunks_exact(8);
+        for word in &mut chunks {
+            let word = <[u8; 8]>::try_from(word).unwrap_or_default();
+            let w = u64::from_le_bytes(word);
+            high |= w;
+            if special_bytes(w) == 0 {
+                out.extend_from_slice(&word);
+            } else {
+                escape_small(out, &word);
+            }
+        }
+        let rest = chunks.remainder();
+        let n = rest.len();
+        if n > 0 {
+            // The tail as a zero-padded word, read without a trip through the stack: the last
+            // eight bytes of `s` shifted down when there are eight. The padding zeros would read
+            // as control bytes: they are masked out.
+            let w = match s.len().checked_sub(8).and_then(|i| s.get(i..)) {
+                Some(last) => {
+                    u64::from_le_bytes(<[u8; 8]>::try_from(last).unwrap_or_default())
+                        >> (8 * (8 - n))
+                }
+                None => rest.iter().rev().fold(0u64, |a, &b| (a << 8) | b as u64),
+            };
+            high |= w;
+            let live = u64::MAX >> (8 * (8 - n));
+            if special_bytes(w) & live == 0 {
+                let at = out.len();
+                out.extend_from_slice(&w.to_le_bytes());
+                out.truncate(at + n);
+            } else {
+                escape_small(out, rest);
+            }
+        }
+        high & HIGHS != 0
+    }
+
+    /// Writes `s` as a JSON string; invalid UTF-8 becomes U+FFFD (counted).
+    #[inline(always)]
+    fn write_json_str(out: &mut Vec<u8>, s: &[u8], invalid: &mut usize) {
+        let start = out.len();
+        out.push(b'"');
+        if escape_run(out, s) && std::str::from_utf8(s).is_err() {
+            // Not UTF-8: write it again with replacements (rare).
+            out.truncate(start + 1);
+            let mut rest = s;
+            loop {
+                match std::str::from_utf8(rest) {
+                    Ok(_) => {
+                        escape_run(out, rest);
+                        break;
+                    }
+                    Err(e) => {
+                        let (good, bad) = rest.split_at(e.valid_up_to());
+                        escape_run(out, good);
+                        out.extend_from_slice("\u{FFFD}".as_bytes());
+                        *invalid += 1;
+                        rest = &bad[e.error_len().unwrap_or(bad.len())..];
+                    }
+                }
+            }
+        }
+        out.push(b'"');
+    }
+
+    fn write_u64(out: &mut Vec<u8>, mut v: u64) {
+        let mut buf = [0u8; 20];
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&buf[i..]);
+    }
+
+    fn write_i64(out: &mut Vec<u8>, v: i64) {
+        if v < 0 {
+            out.push(b'-');
+        }
+        write_u64(out, v.unsigned_abs());
+    }
+
+    fn write_f64(out: &mut Vec<u8>, f: f64) {
+        use std::io::Write;
+        if f.is_finite() {
+            let _ = write!(out, "{f}");
+            if f.fract() == 0.0 && f.abs() < 1e16 {
+                out.extend_from_slice(b".0");
+            }
+        } else {
+            out.extend_from_slice(b"null");
+        }
+    }
+
+    fn be(b: &[u8]) -> u64 {
+        b.iter().fold(0u64, |a, &x| (a << 8) | x as u64)
+    }
+
+    /// Transcodes the msgpack value at `buf[pos..]` into JSON; returns the end offset.
+    pub(super) fn write_value(
+        out: &mut Vec<u8>,
+        buf: &[u8],
+        pos: usize,
+        invalid: &mut usize,
+        depth: usize,
+    ) -> Option<usize> {
+        let b = *buf.get(pos)?;
+        let s = &buf[pos..];
+        let need = |n: usize| if s.len() >= n { Some(pos + n) } else { None };
+        match b {
+            0x00..=0x7f => {
+                write_u64(out, b as u64);
+                Some(pos + 1)
+            }
+            0xe0..=0xff => {
+                write_i64(out, b as i8 as i64);
+                Some(pos + 1)
+            }
+            0xc0 => {
+                out.extend_from_slice(b"null");
+                Some(pos + 1)
+            }
+            0xc2 => {
+                out.extend_from_slice(b"false");
+                Some(pos + 1)
+            }
+            0xc3 => {
+                out.extend_from_slice(b"true");
+                Some(pos + 1)
+            }
+            0xcc..=0xcf => {
+                let n = 1usize << (b - 0xcc);
+                let end = need(1 + n)?;
+                write_u64(out, be(&s[1..1 + n]));
+                Some(end)
+            }
+            0xd0..=0xd3 => {
+                let n = 1usize << (b - 0xd0);
+                let end = need(1 + n)?;
+                let v = be(&s[1..1 + n]);
+                let shift = 64 - 8 * n as u32;
+                write_i64(out, ((v << shift) as i64) >> shift);
+                Some(end)
+            }
+            0xca => {
+                let end = need(5)?;
+                write_f64(out, f32::from_be_bytes([s[1], s[2], s[3], s[4]]) as f64);
+                Some(end)
+            }
+            0xcb => {
+                let end = need(9)?;
+                write_f64(out, f64::from_be_bytes(s[1..9].try_into().ok()?));
+                Some(end)
+            }
+            0xa0..=0xbf => {
+                // fixstr: the common case (keys and short values), decoded inline.
+                let end = 1 + (b & 0x1f) as usize;
+                write_json_str(out, s.get(1..end)?, invalid);
+                Some(pos + end)
+            }
+            0xd9..=0xdb | 0xc4..=0xc6 => {
+                let (a, e) = read_str_or_bin(s)?;
+                write_json_str(out, &s[a..e], invalid);
+                Some(pos + e)
+            }
+            0x90..=0x9f | 0xdc | 0xdd => {
+                if depth >= MAX_DEPTH {
+                    out.extend_from_slice(b"null");
+                    return skip_complete(buf, pos).ok();
+                }
+                let (n, hl) = read_array_len(s)?;
+                out.push(b'[');
+                let mut p = pos + hl;
+                for i in 0..n {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    p = write_value(out, buf, p, invalid, depth + 1)?;
+                }
+                out.push(b']');
+                Some(p)
+            }
+            0x80..=0x8f | 0xde | 0xdf => {
+                if depth >= MAX_DEPTH {
+                    out.extend_from_slice(b"null");
+                    return skip_complete(buf, pos).ok();
+                }
+                let (n, hl) = read_map_len(s)?;
+                out.push(b'{');
+                let mut p = pos + hl;
+                for i in 0..n {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    p = write_key(out, buf, p, invalid, depth)?;
+                    out.push(b':');
+                    p = write_value(out, buf, p, invalid, depth + 1)?;
+                }
+                out.push(b'}');
+                Some(p)
+            }
+            // fixext 1/2/4/8/16, ext 8/16/32: EventTime (type 0, 8 bytes) as float seconds.
+            0xd4..=0xd8 | 0xc7..=0xc9 => {
+                let end = skip_complete(buf, pos).ok()?;
+                let (ty, data) = match b {
+                    0xd4..=0xd8 => (s[1], &s[2..end - pos]),
+                    0xc7 => (s[2], &s[3..end - pos]),
+                    0xc8 => (s[3], &s[4..end - pos]),
+                    _ => (s[5], &s[6..end - pos]),
+                };
+                if ty == 0 && data.len() == 8 {
+                    let secs = be(&data[..4]);
+                    let nanos = be(&data[4..]) as u32;
+                    write_time_float(out, secs, nanos);
+                } else {
+                    out.extend_from_slice(b"null");
+                }
+                Some(end)
+            }
+            _ => None,
+        }
+    }
+
+    /// A map key: strings as they are, anything else as its JSON text in quotes.
+    #[inline]
+    fn write_key(
+        out: &mut Vec<u8>,
+        buf: &[u8],
+        p: usize,
+        invalid: &mut usize,
+        depth: usize,
+    ) -> Option<usize> {
+        let kb = *buf.get(p)?;
+        if let 0xa0..=0xbf = kb {
+            // A fixstr: nearly every key. Straight to the string writer, no dispatch.
+            let end = p + 1 + (kb & 0x1f) as usize;
+            write_json_str(out, buf.get(p + 1..end)?, invalid);
+            Some(end)
+        } else if matches!(kb, 0xd9..=0xdb | 0xc4..=0xc6) {
+            write_value(out, buf, p, invalid, depth + 1)
+        } else {
+            let mut tmp = Vec::new();
+            let end = write_value(&mut tmp, buf, p, invalid, depth + 1)?;
+            write_json_str(out, &tmp[..key_text_len(&tmp)], invalid);
+            Some(end)
+        }
+    }
+
+    fn write_time_float(out: &mut Vec<u8>, secs: u64, nanos: u32) {
+        write_u64(out, secs);
+        out.push(b'.');
+        if nanos == 0 {
+            out.push(b'0');
+            return;
+        }
+        let mut d = [0u8; 9];
+        let mut n = nanos;
+        for i in (0..9).rev() {
+            d[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        let len = 9 - d.iter().rev().take_while(|c| **c == b'0').count();
+        out.extend_from_slice(&d[..len]);
+    }
+
+    /// The string key at `buf[p..]`, if it is one.
+    fn key_bytes(buf: &[u8], p: usize) -> Option<&[u8]> {
+        let s = buf.get(p..)?;
+        let (a, e) = read_str_or_bin(s)?;
+        Some(&s[a..e])
+    }
+
+    fn write_inject_value(
+        out: &mut Vec<u8>,
+        inject: &Inject,
+        time: (u32, u32),
+        tsbuf: &mut String,
+        json: bool,
+    ) {
+        match inject.time_type.as_ref().unwrap_or(&TimeType::Float) {
+            TimeType::Float => write_time_float(out, time.0 as u64, time.1),
+            TimeType::Unixtime => write_u64(out, time.0 as u64),
+            TimeType::String(f) => {
+                tsbuf.clear();
+                f.format(time.0 as i64, time.1, inject.zone, tsbuf);
+                if json {
+                    let mut inv = 0;
+                    write_json_str(out, tsbuf.as_bytes(), &mut inv);
+                } else {
+                    out.extend_from_slice(tsbuf.as_bytes());
+                }
+            }
+        }
+    }
+
+    fn is_injected(inject: &Inject, k: &[u8]) -> bool {
+        inject.time_key.as_deref().map(str::as_bytes) == Some(k)
+            || inject.tag_key.as_deref().map(str::as_bytes) == Some(k)
+    }
+
+    /// One record as a JSON line.
+    pub(super) fn write_json_record(
+        out: &mut Vec<u8>,
+        rec: &[u8],
+        inject: &Inject,
+        time: (u32, u32),
+        tag: &str,
+        tsbuf: &mut String,
+        st: &mut EncodeStats,
+    ) -> Option<usize> {
+        let mut inv = 0;
+        // Room for the whole line at once (escapes rarely double it): the writes below then never
+        // reallocate.
+        out.reserve(rec.len() + rec.len() / 4 + 64);
+        let used = if inject.is_empty() {
+            match *rec.first()? {
+                0x80..=0x8f | 0xde | 0xdf => write_value(out, rec, 0, &mut inv, 0),
+                _ => None,
+            }
+        } else {
+            (|| {
+                let (n, hl) = read_map_len(rec)?;
+                out.push(b'{');
+                let mut p = hl;
+                let mut first = true;
+                for _ in 0..n {
+                    let k_end = skip_complete(rec, p).ok()?;
+                    if key_bytes(rec, p).is_some_and(|k| is_injected(inject, k)) {
+                        p = skip_complete(rec, k_end).ok()?;
+                        continue;
+                    }
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    p = write_key(out, rec, p, &mut inv, 0)?;
+                    out.push(b':');
+                    p = write_value(out, rec, p, &mut inv, 1)?;
+                }
+                if let Some(k) = &inject.tag_key {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    write_json_str(out, k.as_bytes(), &mut inv);
+                    out.push(b':');
+                    write_json_str(out, tag.as_bytes(), &mut inv);
+                }
+                if let Some(k) = &inject.time_key {
+                    if !first {
+                        out.push(b',');
+                    }
+                    write_json_str(out, k.as_bytes(), &mut inv);
+                    out.push(b':');
+                    write_inject_value(out, inject, time, tsbuf, true);
+                }
+                out.push(b'}');
+                Some(p)
+            })()
+        };
+        out.push(b'\n');
+        // Only a written line counts: a failed one is retried by the caller's slow path (or
+        // skipped and counted there), so counting here too would count it twice.
+        if used.is_some() {
+            st.invalid_utf8 += inv;
+        }
+        used
+    }
 }
 
 #[cfg(test)]
@@ -1202,6 +1887,328 @@ mod tests {
         assert_eq!(v["m"]["k"], -3);
         assert_eq!(v["bin"], "raw");
         assert_eq!(v["l"][1], "x");
+    }
+
+    /// Random msgpack values of every kind and encoding width, strings full of what needs
+    /// escaping (quotes, backslashes, control bytes, non-ASCII, invalid UTF-8).
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> usize {
+            (self.next() % n) as usize
+        }
+
+        fn text(&mut self, len: usize) -> Vec<u8> {
+            const PARTS: &[&[u8]] = &[
+                b"a",
+                b"xyz",
+                b"\"",
+                b"\\",
+                b"\n",
+                b"\t",
+                b"\r",
+                b"\x00",
+                b"\x01",
+                b"\x08",
+                b"\x0c",
+                b"\x1f",
+                b"\x7f",
+                b" ",
+                b"{\"k\":",
+                "é".as_bytes(),
+                "😀".as_bytes(),
+                b"\xff",
+                b"\xc0\xaf",
+                b"\xe2\x82",
+                b"\xed\xa0\x80",
+                b"0123456789abcdef",
+            ];
+            let mut t = Vec::new();
+            while t.len() < len {
+                // Mostly plain text with the odd special, sometimes nothing but specials.
+                let part = if self.below(3) == 0 {
+                    PARTS[self.below(PARTS.len() as u64)]
+                } else {
+                    PARTS[self.below(2) * 21]
+                };
+                t.extend_from_slice(part);
+            }
+            t
+        }
+
+        fn str_len(&mut self) -> usize {
+            match self.below(10) {
+                0..=5 => self.below(12),
+                6..=8 => self.below(300),
+                _ => self.below(10_000),
+            }
+        }
+
+        fn string(&mut self, out: &mut Vec<u8>, t: &[u8]) {
+            let n = t.len();
+            match (n, self.below(4)) {
+                (0..=31, 0 | 1) => out.push(0xa0 | n as u8),
+                (0..=255, 0..=2) => out.extend_from_slice(&[0xd9, n as u8]),
+                (_, 3) => {
+                    out.push(0xc6);
+                    out.extend_from_slice(&(n as u32).to_be_bytes());
+                }
+                _ => {
+                    out.push(0xda);
+                    out.extend_from_slice(&(n as u16).to_be_bytes());
+                }
+            }
+            out.extend_from_slice(t);
+        }
+
+        fn value(&mut self, out: &mut Vec<u8>, depth: usize) {
+            let kinds = if depth > 4 { 9 } else { 12 };
+            match self.below(kinds) {
+                0 => out.push(self.next() as u8),
+                1 => out.push([0xc0, 0xc2, 0xc3][self.below(3)]),
+                2 => {
+                    let w = self.below(4);
+                    out.push(0xcc + w as u8);
+                    let v = self.next() >> (self.below(64) as u32);
+                    out.extend_from_slice(&v.to_be_bytes()[8 - (1 << w)..]);
+                }
+                3 => {
+                    let w = self.below(4);
+                    out.push(0xd0 + w as u8);
+                    let v = (self.next() as i64) >> (self.below(64) as u32);
+                    out.extend_from_slice(&v.to_be_bytes()[8 - (1 << w)..]);
+                }
+                4 => {
+                    const F: [f64; 8] = [0.0, -0.0, 1.0, -2.5, 1e15, 1e16, 1e300, 5e-324];
+                    if self.below(2) == 0 {
+                        out.push(0xcb);
+                        let f = match self.below(3) {
+                            0 => F[self.below(8)],
+                            1 => f64::from_bits(self.next()),
+                            _ => (self.next() % 1_000_000) as f64 / 8.0,
+                        };
+                        out.extend_from_slice(&f.to_be_bytes());
+                    } else {
+                        out.push(0xca);
+                        out.extend_from_slice(&(self.next() as u32).to_be_bytes());
+                    }
+                }
+                5 => {
+                    // Ext: EventTime (fixext 8 or ext 8 of length 8, nanos sometimes out of
+                    // range) or another type.
+                    let nanos = match self.below(3) {
+                        0 => 0,
+                        1 => self.below(1_000_000_000) as u32,
+                        _ => self.next() as u32,
+                    };
+                    let mut data = (self.next() as u32).to_be_bytes().to_vec();
+                    data.extend_from_slice(&nanos.to_be_bytes());
+                    match self.below(3) {
+                        0 => out.extend_from_slice(&[0xd7, 0]),
+                        1 => out.extend_from_slice(&[0xc7, 8, 0]),
+                        _ => {
+                            out.extend_from_slice(&[0xd4, 5]);
+                            data.truncate(1);
+                        }
+                    }
+                    out.extend_from_slice(&data);
+                }
+                6..=8 => {
+                    let n = self.str_len();
+                    let t = self.text(n);
+                    self.string(out, &t);
+                }
+                9 | 10 => {
+                    let n = self.below(6);
+                    out.extend_from_slice(&[0xdc, 0, n as u8]);
+                    for _ in 0..n {
+                        self.value(out, depth + 1);
+                    }
+                }
+                _ => self.map(out, depth + 1),
+            }
+        }
+
+        fn map(&mut self, out: &mut Vec<u8>, depth: usize) {
+            let n = self.below(20);
+            if n < 16 && self.below(2) == 0 {
+                out.push(0x80 | n as u8);
+            } else {
+                out.extend_from_slice(&[0xde, 0, n as u8]);
+            }
+            for _ in 0..n {
+                if self.below(8) == 0 {
+                    // A key that is not a string: written as its JSON text, quoted.
+                    self.value(out, depth + 1);
+                } else {
+                    let n = self.below(20);
+                    let t = self.text(n);
+                    self.string(out, &t);
+                }
+                self.value(out, depth);
+            }
+        }
+    }
+
+    #[test]
+    fn json_writer_matches_the_reference_on_random_records() {
+        let mut g = Gen(0x2545_f491_4f6c_dd1d);
+        let injects = [
+            Inject::default(),
+            Inject {
+                time_key: Some("time".into()),
+                time_type: Some(TimeType::Float),
+                tag_key: Some("ta\"g".into()),
+                ..Inject::default()
+            },
+            Inject {
+                time_key: Some("t".into()),
+                time_type: Some(TimeType::String(
+                    TimeFormat::parse("%Y-%m-%dT%H:%M:%S.%L%z").unwrap(),
+                )),
+                zone: Zone::UTC,
+                tag_key: None,
+            },
+        ];
+        let mut line = Vec::new();
+        let mut tsbuf = String::new();
+        let mut high_water = 0;
+        for i in 0..3000 {
+            let mut rec = Vec::new();
+            g.map(&mut rec, 0);
+            if i % 7 == 0 {
+                // Bytes after the record (as in a chunk) and, now and then, a torn record.
+                rec.extend_from_slice(&[0x92, 0xc3]);
+            }
+            if i % 97 == 0 {
+                rec.truncate(g.below(rec.len() as u64 + 1));
+            }
+            let inject = &injects[i % injects.len()];
+            let time = (1_700_000_000 + i as u32, g.below(1_000_000_000) as u32);
+            let mut want = Vec::new();
+            let mut want_st = EncodeStats::default();
+            let want_used = reference::write_json_record(
+                &mut want,
+                &rec,
+                inject,
+                time,
+                "app",
+                &mut tsbuf,
+                &mut want_st,
+            );
+            let mut got_st = EncodeStats::default();
+            let mut w = Out::scratch(&mut line);
+            let got_used =
+                write_json_record(&mut w, &rec, inject, time, "app", &mut tsbuf, &mut got_st);
+            assert_eq!(got_used, want_used, "record {i}");
+            assert_eq!(got_st, want_st, "record {i}");
+            if want_used.is_some() {
+                assert_eq!(
+                    String::from_utf8_lossy(w.text()),
+                    String::from_utf8_lossy(&want),
+                    "record {i}"
+                );
+                assert_eq!(w.text(), &want[..], "record {i}");
+                let v: serde_json::Value = serde_json::from_slice(w.text()).unwrap();
+                assert!(v.is_object());
+            }
+            high_water = high_water.max(line.len());
+            // The vector form (LTSV, single value) from a value inside the record.
+            let mut want = b"x".to_vec();
+            let mut got = b"x".to_vec();
+            let (mut a, mut b) = (0, 0);
+            let r = reference::write_value(&mut want, &rec, 0, &mut a, 1);
+            assert_eq!(write_value_vec(&mut got, &rec, 0, &mut b, 1), r);
+            // (What a failed value leaves behind may differ by a separator: its callers only
+            // write values that were validated.)
+            if r.is_some() {
+                assert_eq!((got, b), (want, a), "record {i}");
+            }
+        }
+        assert!(high_water < 512 * 1024, "the line scratch stays bounded");
+    }
+
+    #[test]
+    fn keys_that_are_maps_of_maps_stay_bounded() {
+        // Each level's key text is escaped again by the level above: without the cap the
+        // backslashes doubled per level (2^60 here).
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(|| {
+                let mut v = rmpv::Value::from("q\"\"\"\"");
+                // Records nest at most 64 deep (Record::from_msgpack): 60 levels of keys.
+                for _ in 0..60 {
+                    v = rmpv::Value::Map(vec![(v, rmpv::Value::from(1))]);
+                }
+                let e = entries(&[map(&[("k", v)])], EventTime::new(1, 0));
+                let mut out = Vec::new();
+                fmt(LineFormat::Json, StoreAs::Json, Inject::default())
+                    .encode(&e, "t", &mut Scratch::default(), &mut out)
+                    .unwrap();
+                assert!(out.len() < 64 * 1024, "{} bytes", out.len());
+                let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+                assert!(line["k"].is_object());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn nesting_past_the_limit_and_odd_numbers_match_the_reference() {
+        let mut rec = Vec::new();
+        rec.push(0x81);
+        rec.extend_from_slice(&[0xa1, b'k']);
+        // Two levels each: past the writer's limit, within the scanner's.
+        for _ in 0..MAX_DEPTH / 2 + 10 {
+            rec.extend_from_slice(&[0x92, 0x81, 0xa1, b'"']);
+        }
+        rec.push(0xc0);
+        rec.extend_from_slice(&[0x01; MAX_DEPTH / 2 + 10]);
+        for f in [5e-324, -f64::MAX, 1e16, -1e15, f64::NAN, 0.1] {
+            rec.push(0xcb);
+            rec.extend_from_slice(&f64::to_be_bytes(f));
+        }
+        for v in [0, 9, 10, 99, 100, u64::MAX, 10_000_000_000_000_000_000] {
+            rec.push(0xcf);
+            rec.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [i64::MIN, -1, -10, -100] {
+            rec.push(0xd3);
+            rec.extend_from_slice(&v.to_be_bytes());
+        }
+        let mut want = Vec::new();
+        let mut got = Vec::new();
+        let (mut a, mut b) = (0, 0);
+        // (Unoptimised frames are large: room for 256 levels of recursion.)
+        let (r, want, got) = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || {
+                let r = reference::write_value(&mut want, &rec, 0, &mut a, 0);
+                let r2 = write_value_vec(&mut got, &rec, 0, &mut b, 0);
+                assert_eq!(r2, r);
+                assert_eq!((a, b), (0, 0));
+                (r, want, got)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(r.is_some());
+        assert!(
+            want.windows(5).any(|x| x == b"null,"),
+            "the depth limit is reached"
+        );
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
     }
 
     #[test]
