@@ -91,14 +91,46 @@ impl EventSink for RefuseTag {
     }
 }
 
+/// An in_forward serving a [`RefuseTag`] sink; `stop` shuts it down and waits for it.
+struct RefuseTagServer {
+    addr: std::net::SocketAddr,
+    stats: nagare_forward::server::InForwardStats,
+    sink: Arc<RefuseTag>,
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+}
+
+impl RefuseTagServer {
+    async fn start(id: &str) -> RefuseTagServer {
+        let srv = InForward::bind(cfg(id)).await.unwrap();
+        let addr = srv.local_addr().unwrap();
+        let stats = srv.stats().clone();
+        let sink = Arc::new(RefuseTag::default());
+        let (trigger, shutdown) = nagare_core::shutdown::channel();
+        let handle = tokio::spawn(srv.run(sink.clone(), shutdown));
+        let stop = Box::pin(async move {
+            trigger.fire();
+            tokio::time::timeout(LIVENESS, handle)
+                .await
+                .unwrap()
+                .unwrap();
+        });
+        RefuseTagServer {
+            addr,
+            stats,
+            sink,
+            stop,
+        }
+    }
+}
+
 #[tokio::test]
 async fn acks_of_committed_messages_survive_a_later_failed_emit_in_the_same_read() {
-    let srv = InForward::bind(cfg("srv-ack-partial")).await.unwrap();
-    let addr = srv.local_addr().unwrap();
-    let stats = srv.stats().clone();
-    let sink = Arc::new(RefuseTag::default());
-    let (trigger, shutdown) = nagare_core::shutdown::channel();
-    let handle = tokio::spawn(srv.run(sink.clone(), shutdown));
+    let RefuseTagServer {
+        addr,
+        stats,
+        sink,
+        stop,
+    } = RefuseTagServer::start("srv-ack-partial").await;
 
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut all = msg("ok", "c1");
@@ -119,27 +151,39 @@ async fn acks_of_committed_messages_survive_a_later_failed_emit_in_the_same_read
     }
     counter_is("acks_withheld", &stats.acks_withheld, 1).await;
     assert_eq!(stats.acks_sent.get(), 2);
+    // The refused tag first: the `ok` group after it is not offered to the pipeline once it
+    // refused this read; counted, and no ack goes out.
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut all = msg("refuse", "c4");
+    all.extend(msg("ok", "c5"));
+    send(&mut c, &all).await;
+    let got = read_until_closed(&mut c).await;
+    assert!(got.is_empty(), "{}", hex::encode(got));
     counter_is(
-        "closed refused_tag",
-        &stats.connections_closed.get("refused_tag"),
+        "not_emitted_after_refusal",
+        &stats.events_dropped.get("not_emitted_after_refusal"),
         1,
     )
     .await;
-    trigger.fire();
-    tokio::time::timeout(LIVENESS, handle)
-        .await
-        .unwrap()
-        .unwrap();
+    counter_is("acks_withheld", &stats.acks_withheld, 3).await;
+    assert_eq!(stats.acks_sent.get(), 2);
+    counter_is(
+        "closed refused_tag",
+        &stats.connections_closed.get("refused_tag"),
+        2,
+    )
+    .await;
+    stop.await;
 }
 
 #[tokio::test]
 async fn tags_alternating_within_one_read_give_one_emit_per_tag_and_acks_in_order() {
-    let srv = InForward::bind(cfg("srv-tag-groups")).await.unwrap();
-    let addr = srv.local_addr().unwrap();
-    let stats = srv.stats().clone();
-    let sink = Arc::new(RefuseTag::default());
-    let (trigger, shutdown) = nagare_core::shutdown::channel();
-    let handle = tokio::spawn(srv.run(sink.clone(), shutdown));
+    let RefuseTagServer {
+        addr,
+        stats,
+        sink,
+        stop,
+    } = RefuseTagServer::start("srv-tag-groups").await;
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
     let order = ["a1", "b1", "a2", "b2", "a3", "c1"];
     let mut all = Vec::new();
@@ -172,11 +216,7 @@ async fn tags_alternating_within_one_read_give_one_emit_per_tag_and_acks_in_orde
         assert_eq!(a, [&b"a1"[..], b"a2", b"a3"]);
     }
     assert_eq!(stats.acks_sent.get(), order.len() as u64);
-    trigger.fire();
-    tokio::time::timeout(LIVENESS, handle)
-        .await
-        .unwrap()
-        .unwrap();
+    stop.await;
 }
 
 #[tokio::test]

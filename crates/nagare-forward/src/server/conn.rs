@@ -275,6 +275,11 @@ impl Batch {
         let mut refused = None;
         for g in self.groups.drain(..) {
             if refused.is_some() {
+                // Not offered to the pipeline once it refused this read: counted here (their
+                // acks, if any, are withheld and counted too, so acking clients resend them).
+                ctx.stats
+                    .events_dropped
+                    .add("not_emitted_after_refusal", g.events.len() as u64);
                 proofs.push(None);
                 continue;
             }
