@@ -29,10 +29,12 @@ impl Tag {
     /// The `n`th dot-separated part of `tag`, as `${tag[N]}` renders it: a negative `n`
     /// counts from the end (`-1` is the last part); out of range is `None`.
     pub fn part(tag: &[u8], n: i64) -> Option<&[u8]> {
-        let count = tag.split(|&c| c == b'.').count() as i64;
-        let i = if n < 0 { count + n } else { n };
-        let i = usize::try_from(i).ok()?;
-        tag.split(|&c| c == b'.').nth(i)
+        let mut parts = tag.split(|&c| c == b'.');
+        if n >= 0 {
+            return parts.nth(usize::try_from(n).ok()?);
+        }
+        // From the end: -1 is the last part.
+        parts.rev().nth(usize::try_from(-(n + 1)).ok()?)
     }
 
     /// The index of a `${tag[N]}` / `${tag_parts[N]}` placeholder, given its name (what is
