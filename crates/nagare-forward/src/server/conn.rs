@@ -271,6 +271,8 @@ impl Batch {
     /// not emitted; their acks are withheld (counted) and their claims forgotten, so the
     /// client's resend is new work; the error says to close the connection.
     async fn flush(&mut self, ctx: &Ctx, out: &mut BytesMut) -> Result<(), Close> {
+        // Per group: whether it was committed, and its proof (taken by its first ack).
+        let mut committed = Vec::with_capacity(self.groups.len());
         let mut proofs: Vec<Option<Committed>> = Vec::with_capacity(self.groups.len());
         let mut refused = None;
         for g in self.groups.drain(..) {
@@ -280,6 +282,7 @@ impl Batch {
                 ctx.stats
                     .events_dropped
                     .add("not_emitted_after_refusal", g.events.len() as u64);
+                committed.push(false);
                 proofs.push(None);
                 continue;
             }
@@ -290,12 +293,14 @@ impl Batch {
                     for c in g.claims {
                         c.commit();
                     }
+                    committed.push(true);
                     proofs.push(Some(p));
                 }
                 Err(e) => {
                     if let Some(suppressed) = ctx.limiter.check(e.reason) {
                         tracing::warn!(plugin_id = %ctx.cfg.id, reason = e.reason, events = n, suppressed, "in_forward: the pipeline refused a batch; it is not acked and the connection closes, so the client resends it");
                     }
+                    committed.push(false);
                     proofs.push(None);
                     refused = Some(e.reason);
                 }
@@ -309,27 +314,16 @@ impl Batch {
         if let Some(d) = &ctx.dedupe {
             ctx.stats.dedupe_entries.set(d.len() as i64);
         }
-        let mut committed = vec![false; proofs.len()];
         for (g, ack) in self.acks.drain(..) {
-            let proof = match g {
-                None => Some(Committed::new()),
-                Some(i) => match proofs[i].take() {
-                    Some(p) => {
-                        committed[i] = true;
-                        Some(p)
-                    }
-                    // The group's proof went to its first ack.
-                    None if committed[i] => Some(Committed::new()),
-                    None => None,
-                },
-            };
-            match proof {
-                Some(p) => {
-                    ack.commit(p, out);
+            match g {
+                // Dropping the pending ack counts it as withheld.
+                Some(i) if !committed[i] => drop(ack),
+                // The group's proof goes to its first ack (nothing to keep: a fresh one).
+                g => {
+                    let proof = g.and_then(|i| proofs[i].take()).unwrap_or_default();
+                    ack.commit(proof, out);
                     ctx.stats.acks_sent.inc();
                 }
-                // Dropping the pending ack counts it as withheld.
-                None => drop(ack),
             }
         }
         match refused {
