@@ -150,8 +150,11 @@ struct State {
     /// Scratch: the frame (and gzip member) being built.
     frame: Vec<u8>,
     gz: Vec<u8>,
-    /// Sealed files written since the last interval fsync.
-    unsynced: Vec<Arc<File>>,
+    /// Sealed files written since the last interval fsync, by chunk. A chunk written (or
+    /// dropped) before that fsync leaves this list with its file: syncing a deleted file would
+    /// force the writeback of data nobody needs any more (most chunks of a burst live well
+    /// under the interval, and this way never reach the disk at all).
+    unsynced: Vec<(ChunkId, Arc<File>)>,
     dir_dirty: bool,
 }
 
@@ -171,6 +174,13 @@ impl Refusal {
             Refusal::Other(e) => e,
         }
     }
+}
+
+/// Takes the chunk `id`'s file off the list the next interval fsync syncs (its file was
+/// deleted).
+fn take_unsynced(st: &mut State, id: ChunkId) -> Option<Arc<File>> {
+    let i = st.unsynced.iter().position(|(c, _)| *c == id)?;
+    Some(st.unsynced.swap_remove(i).1)
 }
 
 /// Files an append must sync before it returns (`fsync_policy always`).
@@ -638,7 +648,7 @@ impl Buffer {
                 };
                 st.dir_dirty = true;
                 if f.dirty && matches!(self.fsync_policy(), FsyncPolicy::Interval(_)) {
-                    st.unsynced.push(f.file.clone());
+                    st.unsynced.push((s.meta.id, f.file.clone()));
                 }
                 QueuedData::File { path }
             }
@@ -675,6 +685,7 @@ impl Buffer {
             if let Err(e) = store.remove(path) {
                 tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, "cannot delete a dropped chunk file");
             }
+            take_unsynced(st, old.meta.id);
         }
         self.stats
             .dropped_records
@@ -974,14 +985,19 @@ impl Buffer {
         let mut st = self.lock();
         let q = st.inflight.remove(&chunk.id)?;
         self.release(&mut st, &q);
+        let mut unsynced = None;
         if let (QueuedData::File { path }, Some(store)) = (&q.data, &self.store) {
             if let Err(e) = store.remove(path) {
                 tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, "cannot delete a written chunk file (it will be written again after a restart)");
             }
             st.dir_dirty = true;
+            unsynced = take_unsynced(&mut st, chunk.id);
         }
         self.update_gauges(&st);
         drop(st);
+        // The last handle of the deleted file closes here, outside the lock: its pages are
+        // dropped without being written.
+        drop(unsynced);
         self.space.notify_waiters();
         Some(q)
     }
@@ -1110,7 +1126,10 @@ impl Buffer {
         }
         let sync = {
             let mut st = self.lock();
-            let mut files = std::mem::take(&mut st.unsynced);
+            let mut files: Vec<Arc<File>> = std::mem::take(&mut st.unsynced)
+                .into_iter()
+                .map(|(_, f)| f)
+                .collect();
             for s in st.staged.values_mut() {
                 if let StagedData::File(f) = &mut s.data {
                     if f.dirty {
@@ -1156,7 +1175,10 @@ impl Buffer {
         }
         let sync = {
             let mut st = self.lock();
-            let mut files = std::mem::take(&mut st.unsynced);
+            let mut files: Vec<Arc<File>> = std::mem::take(&mut st.unsynced)
+                .into_iter()
+                .map(|(_, f)| f)
+                .collect();
             for s in st.staged.values_mut() {
                 if let StagedData::File(f) = &mut s.data {
                     f.dirty = false;

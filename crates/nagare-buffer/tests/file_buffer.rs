@@ -281,6 +281,30 @@ async fn fsync_interval_syncs_written_files() {
 }
 
 #[tokio::test]
+async fn fsync_interval_skips_chunks_already_written() {
+    // A chunk written and deleted before the interval fsync is not synced: syncing it would
+    // only force its data to the disk after nobody needs it.
+    let d = TempDir::new("interval-written");
+    let cfg = BufferConfig {
+        chunk_limit_records: Some(3),
+        ..file_cfg(d.path(), FsyncPolicy::Interval(Duration::from_secs(3600)))
+    };
+    let b = Buffer::open(cfg, "fb-interval-written").unwrap();
+    b.append(&Tag::from("a"), &evs(0..6)).await.unwrap();
+    assert_eq!(chunk_files(d.path(), "queued").len(), 2);
+    assert_eq!(chunk_files(d.path(), "staged").len(), 0);
+    let c = b.try_dequeue().await.unwrap();
+    b.purge(&c);
+    assert_eq!(chunk_files(d.path(), "queued").len(), 1);
+    b.sync_dirty().await;
+    assert_eq!(
+        b.stats().fsyncs.get(),
+        2,
+        "the queued chunk's file and the directory; not the written chunk's"
+    );
+}
+
+#[tokio::test]
 async fn inspect_and_reinject_salvage_the_good_frames() {
     let d = TempDir::new("reinject");
     let cfg = file_cfg(d.path(), FsyncPolicy::Never);
