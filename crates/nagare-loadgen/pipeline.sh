@@ -13,7 +13,7 @@
 # unacknowledged per connection, CONNECTIONS 4), then SIGTERM the forwarder and wait until it
 # has flushed everything (S3 objects written, forward buffer drained), and report the
 # forwarder's whole CPU time (utime+stime of the process, from start to exit, so the final
-# flushes count), CPU seconds per million events, its peak RSS (VmHWM), the S3 objects and
+# flushes count), CPU seconds per million events, its peak RSS (VmHWM), the bytes it sent to the disk, the S3 objects and
 # lines written and the events the aggregator received. Prints one JSON line per run and the
 # medians per level. Binaries: target/release (built first unless NO_BUILD is set). PERF=FILE
 # records a perf profile of the forwarder for the whole run (PERF_OPTS, default -g; e.g.
@@ -108,12 +108,16 @@ CONF
             --events "$EVENTS" --timeout 120 >"$d/loadgen.json"
         # The whole process: sample CPU and RSS just before it exits (after the drain).
         kill -TERM "$fwd"
-        stat_line="" hwm=0
+        stat_line="" hwm=0 wbytes=0
         while kill -0 "$fwd" 2>/dev/null; do
             s=$(cat "/proc/$fwd/stat" 2>/dev/null) || break
             h=$(awk '/VmHWM/ {print $2}' "/proc/$fwd/status" 2>/dev/null) || break
+            # Dirtied minus cancelled (pages of deleted files dropped before writeback).
+            w=$(awk '/^write_bytes/ {w = $2} /^cancelled_write_bytes/ {c = $2} END {print w - c}' \
+                "/proc/$fwd/io" 2>/dev/null) || break
             [ -n "$s" ] && stat_line=$s
             [ -n "$h" ] && hwm=$h
+            [ -n "$w" ] && wbytes=$w
             sleep 0.05
         done
         wait "$fwd" 2>/dev/null || true
@@ -127,9 +131,9 @@ CONF
             lines=$((lines + $(gzip -dc "$f" | wc -l)))
         done < <(find "$d/s3" -type f -name '*.gz')
         python3 - "$d/loadgen.json" "$stat_line" "$hwm" "$(getconf CLK_TCK)" "$level" "$run" \
-            "$objects" "$lines" "${received:-0}" >>"$results" <<'PY'
+            "$objects" "$lines" "${received:-0}" "$wbytes" >>"$results" <<'PY'
 import json, sys
-out, stat, hwm, tck, level, run, objects, lines, received = sys.argv[1:]
+out, stat, hwm, tck, level, run, objects, lines, received, wbytes = sys.argv[1:]
 r = json.loads(open(out).read().strip().splitlines()[-1])
 # /proc/PID/stat: fields after the ")" of the command name; utime and stime are 14 and 15.
 f = stat.rsplit(")", 1)[1].split()
@@ -141,6 +145,10 @@ print(json.dumps({
     "user_seconds": round(int(f[11]) / int(tck), 2), "system_seconds": round(int(f[12]) / int(tck), 2),
     "cpu_seconds_per_million": round(cpu * 1e6 / r["events"], 3),
     "peak_rss_mb": round(int(hwm) / 1024, 1),
+    # Bytes this process sent to the disk (/proc/PID/io: write_bytes less
+    # cancelled_write_bytes): buffer chunks synced or written back before they were deleted,
+    # and the S3 objects.
+    "disk_write_mb": round(int(wbytes) / 1e6, 1),
     "s3_objects": int(objects), "s3_lines": int(lines), "forwarded": int(float(received or 0)),
 }))
 PY
