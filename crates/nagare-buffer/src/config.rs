@@ -79,8 +79,9 @@ pub enum Compress {
 pub enum FsyncPolicy {
     /// `fdatasync` before the append returns (before the ack): survives power loss.
     Always,
-    /// A background `fdatasync` of every written file every `fsync_interval`: power loss may
-    /// lose the acknowledged appends of the last interval.
+    /// A background `fdatasync` of every written file every `fsync_interval` (files of chunks
+    /// already written downstream and deleted are skipped): power loss may lose the
+    /// acknowledged appends of the last interval.
     Interval(Duration),
     /// Never `fdatasync`; the kernel writes back on its own schedule.
     Never,
