@@ -4,7 +4,9 @@
 //! as a `[time, record]` entry) in batches of 100 (what in_forward hands over per read), then
 //! queues every chunk, reads each back (`dequeue`: a file chunk is read from disk and its CRCs
 //! checked) and purges it (a file chunk is deleted). Throughput is entry bytes; events/s is
-//! bytes/s / 457 (or 20,000 / time per iteration). Run: `cargo bench -p nagare-buffer --bench buffer`.
+//! bytes/s / 457 (or 20,000 / time per iteration). The interval policy is measured twice: synced
+//! after the chunks were written (nothing left to write back) and before they are read back (a
+//! backlog: every chunk written back). Run: `cargo bench -p nagare-buffer --bench buffer`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nagare_buffer::{Buffer, BufferConfig, Compress, FsyncPolicy, Storage};
@@ -38,14 +40,36 @@ fn docker_event(i: usize) -> Event {
     }
 }
 
-fn run_once(rt: &tokio::runtime::Runtime, b: &Buffer, tag: &Tag, batches: &[Vec<Event>]) {
+/// When the interval fsync runs in an iteration.
+#[derive(Clone, Copy, PartialEq)]
+enum Sync {
+    No,
+    /// After the chunks were written and deleted: the output keeps up (nothing to write back).
+    AfterPurge,
+    /// Before the chunks are read back: a queue older than the interval (all written back).
+    BeforeRead,
+}
+
+fn run_once(
+    rt: &tokio::runtime::Runtime,
+    b: &Buffer,
+    tag: &Tag,
+    batches: &[Vec<Event>],
+    sync: Sync,
+) {
     rt.block_on(async {
         for batch in batches {
             b.append(tag, batch).await.expect("append");
         }
         b.enqueue_all();
+        if sync == Sync::BeforeRead {
+            b.sync_dirty().await;
+        }
         while let Some(c) = b.try_dequeue().await {
             b.purge(&c);
+        }
+        if sync == Sync::AfterPurge {
+            b.sync_dirty().await;
         }
     });
 }
@@ -65,9 +89,17 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(3));
-    let cases: Vec<(&str, Storage, Compress)> = vec![
-        ("memory", Storage::Memory, Compress::Text),
-        ("memory_gzip", Storage::Memory, Compress::Gzip),
+    let interval = |d: &str| Storage::File {
+        path: dir.join(d),
+        fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
+    };
+    // The interval policy's fsync runs in the flush loop; here, once per iteration (20k events
+    // take well under a second, so this is at least as often as `1s`): after the chunks were
+    // written (an output that keeps up: written chunks are not synced) or before they are
+    // read back (a backlog: every chunk is synced).
+    let cases: Vec<(&str, Storage, Compress, Sync)> = vec![
+        ("memory", Storage::Memory, Compress::Text, Sync::No),
+        ("memory_gzip", Storage::Memory, Compress::Gzip, Sync::No),
         (
             "file_fsync_never",
             Storage::File {
@@ -75,14 +107,19 @@ fn bench(c: &mut Criterion) {
                 fsync: FsyncPolicy::Never,
             },
             Compress::Text,
+            Sync::No,
         ),
         (
             "file_fsync_interval_1s",
-            Storage::File {
-                path: dir.join("interval"),
-                fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
-            },
+            interval("interval"),
             Compress::Text,
+            Sync::AfterPurge,
+        ),
+        (
+            "file_fsync_interval_1s_backlog",
+            interval("backlog"),
+            Compress::Text,
+            Sync::BeforeRead,
         ),
         (
             "file_fsync_always",
@@ -91,17 +128,16 @@ fn bench(c: &mut Criterion) {
                 fsync: FsyncPolicy::Always,
             },
             Compress::Text,
+            Sync::No,
         ),
         (
-            "file_gzip_fsync_interval_1s",
-            Storage::File {
-                path: dir.join("gzip"),
-                fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
-            },
+            "file_gzip_fsync_interval_1s_backlog",
+            interval("gzip"),
             Compress::Gzip,
+            Sync::BeforeRead,
         ),
     ];
-    for (name, storage, compress) in cases {
+    for (name, storage, compress, sync) in cases {
         let cfg = BufferConfig {
             storage,
             compress,
@@ -110,16 +146,8 @@ fn bench(c: &mut Criterion) {
             ..Default::default()
         };
         let b = Buffer::open(cfg, &format!("bench-{name}")).unwrap();
-        // The interval policy's fsync runs in the flush loop; here, once per iteration (20k
-        // events take well under a second, so this is at least as often as `1s`).
-        let interval = b.fsync_interval().is_some();
         g.bench_function(name, |bench| {
-            bench.iter(|| {
-                run_once(&rt, &b, &tag, &batches);
-                if interval {
-                    rt.block_on(b.sync_dirty());
-                }
-            })
+            bench.iter(|| run_once(&rt, &b, &tag, &batches, sync))
         });
     }
     g.finish();
