@@ -183,7 +183,26 @@ fn take_unsynced(st: &mut State, id: ChunkId) -> Option<Arc<File>> {
     Some(st.unsynced.swap_remove(i).1)
 }
 
-/// Files an append must sync before it returns (`fsync_policy always`).
+/// The files to sync now: the sealed ones not synced yet and the staged ones written since
+/// the last sync (`all_staged`: every staged one), which count as synced from here on.
+fn take_files_to_sync(st: &mut State, all_staged: bool) -> Vec<Arc<File>> {
+    let mut files: Vec<Arc<File>> = std::mem::take(&mut st.unsynced)
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
+    for s in st.staged.values_mut() {
+        if let StagedData::File(f) = &mut s.data {
+            if f.dirty || all_staged {
+                f.dirty = false;
+                files.push(f.file.clone());
+            }
+        }
+    }
+    files
+}
+
+/// Files (and whether the directory) to sync: before an append returns (`fsync_policy
+/// always`), at each interval, at close.
 #[derive(Default)]
 struct ToSync {
     files: Vec<Arc<File>>,
@@ -1126,18 +1145,7 @@ impl Buffer {
         }
         let sync = {
             let mut st = self.lock();
-            let mut files: Vec<Arc<File>> = std::mem::take(&mut st.unsynced)
-                .into_iter()
-                .map(|(_, f)| f)
-                .collect();
-            for s in st.staged.values_mut() {
-                if let StagedData::File(f) = &mut s.data {
-                    if f.dirty {
-                        f.dirty = false;
-                        files.push(f.file.clone());
-                    }
-                }
-            }
+            let files = take_files_to_sync(&mut st, false);
             let dir = std::mem::take(&mut st.dir_dirty);
             ToSync { files, dir }
         };
@@ -1175,16 +1183,7 @@ impl Buffer {
         }
         let sync = {
             let mut st = self.lock();
-            let mut files: Vec<Arc<File>> = std::mem::take(&mut st.unsynced)
-                .into_iter()
-                .map(|(_, f)| f)
-                .collect();
-            for s in st.staged.values_mut() {
-                if let StagedData::File(f) = &mut s.data {
-                    f.dirty = false;
-                    files.push(f.file.clone());
-                }
-            }
+            let files = take_files_to_sync(&mut st, true);
             st.dir_dirty = false;
             ToSync { files, dir: true }
         };
