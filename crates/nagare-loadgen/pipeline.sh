@@ -13,9 +13,10 @@
 # unacknowledged per connection, CONNECTIONS 4), then SIGTERM the forwarder and wait until it
 # has flushed everything (S3 objects written, forward buffer drained), and report the
 # forwarder's whole CPU time (utime+stime of the process, from start to exit, so the final
-# flushes count), CPU seconds per million events, its peak RSS (VmHWM), the bytes it sent to the disk, the S3 objects and
-# lines written and the events the aggregator received. Prints one JSON line per run and the
-# medians per level. Binaries: target/release (built first unless NO_BUILD is set). PERF=FILE
+# flushes count), CPU seconds per million events, its peak RSS (VmHWM), the bytes it sent to
+# the disk, the S3 objects and lines written and the events the aggregator received. Prints
+# one JSON line per run and the medians per level. RATE=N replaces the burst by a sustained
+# N events/s. Binaries: target/release (built first unless NO_BUILD is set). PERF=FILE
 # records a perf profile of the forwarder for the whole run (PERF_OPTS, default -g; e.g.
 # "--call-graph dwarf" where frame pointers are missing).
 set -euo pipefail
@@ -31,6 +32,9 @@ CONNECTIONS=${CONNECTIONS:-4}
 # multiplexing containers; TAGS=per_connection: one tag per connection, as Docker's driver
 # (one connection per container).
 TAGS=${TAGS:-per_record}
+# RATE=N: sustained load at N events/s in all instead of a burst as fast as acks allow.
+RATE_ARGS=()
+[ -z "${RATE:-}" ] || RATE_ARGS=(--rate "$RATE")
 TAG_ARGS=--tag-per-record
 [ "$TAGS" = per_record ] || TAG_ARGS=
 CONFIG=${CONFIG:-examples/forwarder.conf}
@@ -104,7 +108,7 @@ CONF
             perf_pid=$!
         fi
         "$BIN/nagare-loadgen" --addr "$fwd_addr" --corpus "$CORPUS" --mode "$MODE" \
-            $TAG_ARGS --ack --window "$WINDOW" --connections "$CONNECTIONS" \
+            $TAG_ARGS "${RATE_ARGS[@]}" --ack --window "$WINDOW" --connections "$CONNECTIONS" \
             --events "$EVENTS" --timeout 120 >"$d/loadgen.json"
         # The whole process: sample CPU and RSS just before it exits (after the drain).
         kill -TERM "$fwd"

@@ -10,6 +10,8 @@
 //!   number and a sequence number), patched into the pre-encoded bytes in place; at most
 //!   `--window` messages per connection are unacknowledged at any time, and every ack must echo
 //!   the expected chunk, in order.
+//! * `--rate`: a steady load instead of a burst; each connection holds a write until its events
+//!   are due (its share of the rate since the start).
 //! * The timed phase starts once every connection is open and ends when the last ack arrived
 //!   (`--ack`) or, without acks, when the server closed each connection after our FIN: in_forward
 //!   reads EOF only after handling everything before it, so the time includes the server's work.
@@ -106,6 +108,10 @@ struct Args {
     /// Seconds without progress (ack or server close) before giving up.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Sustained load instead of a burst: at most this many events per second in all (split
+    /// evenly between the connections; each write waits until its events are due).
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 /// One source record.
@@ -416,6 +422,8 @@ struct Shared {
     window: usize,
     timeout: Duration,
     barrier: Barrier,
+    /// Events per second per connection (`--rate`).
+    pace: Option<f64>,
 }
 
 async fn read_acks(
@@ -474,6 +482,7 @@ async fn send_all(
     credits: &Semaphore,
     res: &mut ConnResult,
 ) -> Result<()> {
+    let t0 = tokio::time::Instant::now();
     let mut seq = 0u64;
     let mut left = p.full_msgs;
     let mut i = 0;
@@ -483,6 +492,10 @@ async fn send_all(
         i += 1;
         let k = blk.ends.len().min(left as usize);
         left -= k as u64;
+        if let Some(pace) = sh.pace {
+            // Due when the events already sent have had their share of time.
+            tokio::time::sleep_until(t0 + Duration::from_secs_f64(res.events as f64 / pace)).await;
+        }
         send_block(wr, blk, k, conn, &mut seq, sh, credits, res).await?;
     }
     if let Some(t) = p.tail.as_mut() {
@@ -616,6 +629,9 @@ fn real_main(args: Args) -> Result<bool> {
     if args.connections == 0 || args.window == 0 || args.threads == 0 {
         bail!("--connections, --window and --threads must be at least 1");
     }
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        bail!("--rate must be a positive number of events per second");
+    }
     let pool = if args.synthetic {
         synthetic(1024)
     } else {
@@ -667,6 +683,7 @@ fn real_main(args: Args) -> Result<bool> {
         window: args.window,
         timeout: Duration::from_secs(args.timeout),
         barrier: Barrier::new(args.connections + 1),
+        pace: args.rate.map(|r| r / args.connections as f64),
     });
     let (results, start) = rt.block_on(async {
         let handles: Vec<_> = plans
@@ -717,6 +734,7 @@ fn real_main(args: Args) -> Result<bool> {
         "ack": args.ack,
         "tags": if args.tag.is_some() { "fixed" } else if args.tag_per_record { "per_record" } else { "per_connection" },
         "window": if args.ack { Some(args.window) } else { None },
+        "rate": args.rate,
         "events": events,
         "messages": messages,
         "bytes": bytes,
@@ -827,10 +845,62 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../../../shared/corpus/sample.jsonl"
         ));
-        if p.exists() {
-            let pool = load_corpus(&p).unwrap();
-            assert_eq!(pool.len(), 2077);
-            assert!(pool[0].record.get_str(b"log").is_some());
+        if !p.exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "the corpus is missing: {}",
+                p.display()
+            );
+            return;
         }
+        let pool = load_corpus(&p).unwrap();
+        assert_eq!(pool.len(), 2077);
+        assert!(pool[0].record.get_str(b"log").is_some());
+    }
+
+    #[test]
+    fn rate_spreads_the_events_over_time() {
+        // A server that reads everything and closes after our FIN, as in_forward does.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::Read;
+            let (mut s, _) = listener.accept().unwrap();
+            let mut sink = vec![0u8; 64 * 1024];
+            let mut n = 0u64;
+            while let Ok(k) = s.read(&mut sink) {
+                if k == 0 {
+                    break;
+                }
+                n += k as u64;
+            }
+            n
+        });
+        let args = Args::parse_from([
+            "nagare-loadgen",
+            "--addr",
+            &addr.to_string(),
+            "--synthetic",
+            "--events",
+            "1000",
+            "--batch",
+            "100",
+            "--write-size",
+            "1",
+            "--rate",
+            "4000",
+        ]);
+        let t = Instant::now();
+        assert!(real_main(args).unwrap());
+        // The last of 10 batches is due after 900 events at 4,000/s: the run cannot be
+        // shorter (a floor set by the pacing, not a speed assertion).
+        assert!(
+            t.elapsed() >= Duration::from_millis(225),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(server.join().unwrap() > 0);
+        let bad = Args::parse_from(["nagare-loadgen", "--addr", &addr.to_string(), "--rate", "0"]);
+        assert!(real_main(bad).is_err());
     }
 }
