@@ -85,6 +85,68 @@ pub fn spawn_python(python: &Path, code: &str, quiet: bool) -> std::io::Result<C
     cmd.spawn()
 }
 
+/// Python that serves moto as `moto_server` does, on a port the kernel picks (port 0), and
+/// prints that port on its first line of output. A port picked by the test and bound later by
+/// moto (whose imports take seconds) could be taken meanwhile by a server another test starts
+/// in parallel, which `wait_for_port` would then happily find.
+const MOTO_ON_PORT_0: &str = r#"from werkzeug.serving import make_server
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+app = DomainDispatcherApplication(create_backend_app)
+app.debug = True
+srv = make_server('127.0.0.1', 0, app, threaded=True, request_handler=MotoRequestHandler)
+os.environ['MOTO_PORT'] = str(srv.port)
+print(srv.port, flush=True)
+srv.serve_forever()
+"#;
+
+/// Spawns moto under the watchdog with `env` set before moto is imported; returns it once it
+/// accepts connections, with its port.
+pub fn spawn_moto(python: &Path, env: &[(&str, &str)]) -> Result<(Child, u16), String> {
+    let mut code = String::new();
+    for (k, v) in env {
+        code.push_str(&format!("os.environ[{k:?}] = {v:?}\n"));
+    }
+    code.push_str(MOTO_ON_PORT_0);
+    // NAGARE_TEST_VERBOSE=1 shows moto's own log.
+    let quiet = std::env::var_os("NAGARE_TEST_VERBOSE").is_none();
+    let mut cmd = Command::new(python);
+    cmd.arg("-c")
+        .arg(format!("{WATCHDOG}{code}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    if quiet {
+        cmd.stderr(Stdio::null());
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("spawn moto: {e}"))?;
+    let stdout = child.stdout.take().ok_or("moto's stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut r = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = tx.send(line.trim().parse::<u16>().ok());
+        // Keep draining: a later print must not meet a closed pipe.
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
+    });
+    let port = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Some(port)) => port,
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("moto did not report its port within 60 s".into());
+        }
+    };
+    if !wait_for_port(port, Duration::from_secs(30)) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!(
+            "moto reported 127.0.0.1:{port} but does not accept there"
+        ));
+    }
+    Ok((child, port))
+}
+
 /// The shared moto endpoint, or `None` (skip) when moto is not available outside CI.
 pub fn moto() -> Option<&'static Moto> {
     static MOTO: OnceLock<Result<Option<Moto>, String>> = OnceLock::new();
@@ -111,17 +173,7 @@ pub fn moto() -> Option<&'static Moto> {
             eprintln!("SKIPPED: moto not installed (.ci/venv/bin/moto_server); set NAGARE_MOTO_ENDPOINT or run .ci/install-deps.sh");
             return Ok(None);
         };
-        let port = free_port();
-        let code = format!(
-            "from moto.server import main\nmain(['-H', '127.0.0.1', '-p', '{port}'])\n"
-        );
-        // NAGARE_TEST_VERBOSE=1 shows moto's own output.
-        let quiet = std::env::var_os("NAGARE_TEST_VERBOSE").is_none();
-        let mut child = spawn_python(&py, &code, quiet).map_err(|e| format!("spawn moto: {e}"))?;
-        if !wait_for_port(port, Duration::from_secs(60)) {
-            let _ = child.kill();
-            return Err(format!("moto_server did not start on 127.0.0.1:{port}"));
-        }
+        let (child, port) = spawn_moto(&py, &[])?;
         Ok(Some(Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,

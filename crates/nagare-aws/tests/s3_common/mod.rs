@@ -409,19 +409,7 @@ pub fn dedicated_moto(env: &[(&str, &str)]) -> Option<(std::process::Child, u16)
         );
         return None;
     };
-    let port = moto::free_port();
-    let mut code = String::from("import os\n");
-    for (k, v) in env {
-        code.push_str(&format!("os.environ[{k:?}] = {v:?}\n"));
-    }
-    code.push_str(&format!(
-        "from moto.server import main\nmain(['-H', '127.0.0.1', '-p', '{port}'])\n"
-    ));
-    let child = moto::spawn_python(&py, &code, true).expect("spawn moto");
-    assert!(
-        moto::wait_for_port(port, Duration::from_secs(30)),
-        "moto did not start"
-    );
+    let (child, port) = moto::spawn_moto(&py, env).unwrap_or_else(|e| panic!("{e}"));
     Some((child, port))
 }
 
