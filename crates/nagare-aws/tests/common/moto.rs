@@ -85,6 +85,22 @@ pub fn spawn_python(python: &Path, code: &str, quiet: bool) -> std::io::Result<C
     cmd.spawn()
 }
 
+/// The port a child spawned with a piped stdout prints on its first line (a server that bound
+/// port 0); its later output is drained so it never meets a closed pipe.
+fn reported_port(child: &mut Child, timeout: Duration) -> Option<u16> {
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut r = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = tx.send(line.trim().parse::<u16>().ok());
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
+    });
+    rx.recv_timeout(timeout).ok().flatten()
+}
+
 /// Python that serves moto as `moto_server` does, on a port the kernel picks (port 0), and
 /// prints that port on its first line of output. A port picked by the test and bound later by
 /// moto (whose imports take seconds) could be taken meanwhile by a server another test starts
@@ -118,20 +134,9 @@ pub fn spawn_moto(python: &Path, env: &[(&str, &str)]) -> Result<(Child, u16), S
         cmd.stderr(Stdio::null());
     }
     let mut child = cmd.spawn().map_err(|e| format!("spawn moto: {e}"))?;
-    let stdout = child.stdout.take().ok_or("moto's stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut r = std::io::BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = r.read_line(&mut line);
-        let _ = tx.send(line.trim().parse::<u16>().ok());
-        // Keep draining: a later print must not meet a closed pipe.
-        let _ = std::io::copy(&mut r, &mut std::io::sink());
-    });
-    let port = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Some(port)) => port,
-        _ => {
+    let port = match reported_port(&mut child, Duration::from_secs(60)) {
+        Some(port) => port,
+        None => {
             let _ = child.kill();
             let _ = child.wait();
             return Err("moto did not report its port within 60 s".into());
@@ -251,21 +256,7 @@ impl FaultProxy {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn faultproxy");
-        let stdout = child.stdout.take().expect("faultproxy stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut r = std::io::BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line.trim().parse::<u16>().ok());
-            // Keep draining: a later print must not meet a closed pipe.
-            let _ = std::io::copy(&mut r, &mut std::io::sink());
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(15))
-            .ok()
-            .flatten()
+        let port = reported_port(&mut child, Duration::from_secs(15))
             .expect("faultproxy did not report its port");
         assert!(
             wait_for_port(port, Duration::from_secs(15)),
