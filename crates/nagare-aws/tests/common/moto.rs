@@ -1,16 +1,16 @@
 //! A moto endpoint for the AWS tests.
 //!
 //! `NAGARE_MOTO_ENDPOINT` (e.g. `http://127.0.0.1:5000`, as `.ci/run` may export) is used when
-//! set. Otherwise the first call spawns `moto_server` from `.ci/venv` once per test binary, on
-//! a free 127.0.0.1 port, through a small Python watchdog that exits when the test process
-//! does (no server outlives its tests). When moto is missing, [`moto`] returns `None` and the
+//! set. Otherwise the first call spawns moto from `.ci/venv` once per test binary, on a
+//! 127.0.0.1 port it binds itself (port 0) and reports, through a small Python watchdog that
+//! exits when the test process does (no server outlives its tests). When moto is missing, [`moto`] returns `None` and the
 //! caller skips, except under `CI=true`, where it panics: a missing component fails CI.
 //!
 //! Tests share one server: use unique bucket / log group names.
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -42,14 +42,6 @@ pub fn venv_python() -> Option<PathBuf> {
     (bin.join("moto_server").exists() && bin.join("python").exists()).then(|| bin.join("python"))
 }
 
-/// A free port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
-}
-
 /// Waits until something accepts connections on `port`.
 pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -72,18 +64,6 @@ def watch():
     os._exit(0)
 threading.Thread(target=watch, daemon=True).start()
 "#;
-
-/// Spawns a Python script under the watchdog: `code` runs after it.
-pub fn spawn_python(python: &Path, code: &str, quiet: bool) -> std::io::Result<Child> {
-    let mut cmd = Command::new(python);
-    cmd.arg("-c")
-        .arg(format!("{WATCHDOG}{code}"))
-        .stdin(Stdio::null());
-    if quiet {
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    }
-    cmd.spawn()
-}
 
 /// The port a child spawned with a piped stdout prints on its first line (a server that bound
 /// port 0); its later output is drained so it never meets a closed pipe.
