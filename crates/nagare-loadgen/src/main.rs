@@ -492,16 +492,22 @@ async fn send_all(
         i += 1;
         let k = blk.ends.len().min(left as usize);
         left -= k as u64;
-        if let Some(pace) = sh.pace {
-            // Due when the events already sent have had their share of time.
-            tokio::time::sleep_until(t0 + Duration::from_secs_f64(res.events as f64 / pace)).await;
-        }
+        pace(sh, t0, res).await;
         send_block(wr, blk, k, conn, &mut seq, sh, credits, res).await?;
     }
     if let Some(t) = p.tail.as_mut() {
+        pace(sh, t0, res).await;
         send_block(wr, t, 1, conn, &mut seq, sh, credits, res).await?;
     }
     Ok(())
+}
+
+/// With `--rate`, waits until the events this connection already sent have had their share of
+/// time since `t0`.
+async fn pace(sh: &Shared, t0: tokio::time::Instant, res: &ConnResult) {
+    if let Some(pace) = sh.pace {
+        tokio::time::sleep_until(t0 + Duration::from_secs_f64(res.events as f64 / pace)).await;
+    }
 }
 
 async fn run_conn(conn: u32, mut p: Plan, sh: Arc<Shared>) -> ConnResult {
@@ -879,7 +885,7 @@ mod tests {
             &addr.to_string(),
             "--synthetic",
             "--events",
-            "1000",
+            "1050",
             "--batch",
             "100",
             "--write-size",
@@ -889,10 +895,10 @@ mod tests {
         ]);
         let t = Instant::now();
         assert!(real_main(args).unwrap());
-        // The last of 10 batches is due after 900 events at 4,000/s: the run cannot be
-        // shorter (a floor set by the pacing, not a speed assertion).
+        // 10 messages of 100 and a last one of 50, due after 1,000 events at 4,000/s: the
+        // run cannot be shorter (a floor set by the pacing, not a speed assertion).
         assert!(
-            t.elapsed() >= Duration::from_millis(225),
+            t.elapsed() >= Duration::from_millis(250),
             "{:?}",
             t.elapsed()
         );
