@@ -94,9 +94,8 @@ fn bench(c: &mut Criterion) {
         fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
     };
     // The interval policy's fsync runs in the flush loop; here, once per iteration (20k events
-    // take well under a second, so this is at least as often as `1s`): after the chunks were
-    // written (an output that keeps up: written chunks are not synced) or before they are
-    // read back (a backlog: every chunk is synced).
+    // take well under a second, so this is at least as often as `1s`), at the point `Sync`
+    // says.
     let cases: Vec<(&str, Storage, Compress, Sync)> = vec![
         ("memory", Storage::Memory, Compress::Text, Sync::No),
         ("memory_gzip", Storage::Memory, Compress::Gzip, Sync::No),
