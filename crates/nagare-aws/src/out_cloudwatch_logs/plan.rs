@@ -7,7 +7,7 @@ use super::batch::{self, Batch, BatchStats, Batcher};
 use super::config::NameSource;
 use super::names;
 use super::Inner;
-use nagare_core::json::{write_json_str, write_value, JsonStats};
+use nagare_core::json::{key_text_len, write_json_str, write_value, JsonStats};
 use nagare_core::msgpack::{read_array_len, read_map_len, read_str_or_bin, skip_complete};
 use nagare_core::{Chunk, Event, EventTime, Record};
 use std::borrow::Cow;
@@ -295,10 +295,11 @@ impl Inner {
                     match name {
                         Some(k) => write_json_str(&mut msg, k, &mut js),
                         None => {
-                            // A non-string key: its JSON text, quoted (as nagare_core::json).
+                            // A non-string key: its JSON text, cut and quoted (as
+                            // nagare_core::json writes nested ones).
                             let mut tmp = Vec::new();
                             write_value(&mut tmp, buf, pair.key, &mut js);
-                            write_json_str(&mut msg, &tmp, &mut js);
+                            write_json_str(&mut msg, &tmp[..key_text_len(&tmp)], &mut js);
                         }
                     }
                     msg.push(b':');
