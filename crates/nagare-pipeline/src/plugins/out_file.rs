@@ -37,7 +37,7 @@ use nagare_config::{ConfigError, Section};
 use nagare_core::ack::Committed;
 use nagare_core::civil::{civil_from_days, days_from_civil};
 use nagare_core::json::{write_record, JsonStats};
-use nagare_core::metrics::ReasonCounters;
+use nagare_core::metrics::{Counter, ReasonCounters};
 use nagare_core::ratelimit::LogLimiter;
 use nagare_core::{EmitError, Event, EventStream, EventTime, Record, Value};
 use std::collections::{HashMap, VecDeque};
@@ -550,6 +550,7 @@ pub struct FileOutput {
     gzip: bool,
     files: Mutex<Files>,
     errors: ReasonCounters,
+    invalid_utf8: Counter,
     limiter: LogLimiter,
 }
 
@@ -614,6 +615,11 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>,
         errors: ReasonCounters::new(
             "nagare_file_write_errors_total",
             "Failed file output writes, by reason",
+            &[("plugin_id", &id)],
+        ),
+        invalid_utf8: nagare_core::metrics::counter(
+            "nagare_file_invalid_utf8_total",
+            "Strings written by @type file with U+FFFD replacements",
             &[("plugin_id", &id)],
         ),
         id,
@@ -824,6 +830,9 @@ impl OutputPlugin for FileOutput {
             };
             self.format_event(tag, ev, buf, &mut st);
         }
+        if st.invalid_utf8 > 0 {
+            self.invalid_utf8.add(st.invalid_utf8 as u64);
+        }
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         for (path, data) in batches {
             if let Err(e) = self.write_path(&mut files, &path, &data) {
@@ -907,6 +916,30 @@ mod tests {
         assert_eq!(h1, "2023-11-14T22:13:20+00:00\tapp.web\t{\"a\":\"1\"}\n");
         let h2 = std::fs::read_to_string(d.join("app.web/2023111423.log")).unwrap();
         assert!(h2.contains("{\"a\":\"2\"}"));
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_is_replaced_and_counted() {
+        let d = tmp("utf8");
+        let o = out(&format!(
+            "<match **>\n  @type file\n  @id file_utf8_test\n  path {}/out.log\n  append true\n  <buffer>\n  </buffer>\n</match>\n",
+            d.display()
+        ));
+        let bad = Event {
+            time: EventTime::new(1_700_000_000, 0),
+            record: Record::from_pairs(&[(&b"msg"[..], &b"a\xffb"[..])]),
+        };
+        o.emit(EventStream::new("t".into(), vec![bad]))
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(d.join("out.log")).unwrap();
+        assert!(text.ends_with("{\"msg\":\"a\u{FFFD}b\"}\n"), "{text}");
+        let c = nagare_core::metrics::counter(
+            "nagare_file_invalid_utf8_total",
+            "",
+            &[("plugin_id", "file_utf8_test")],
+        );
+        assert_eq!(c.get(), 1);
     }
 
     #[tokio::test]

@@ -5,11 +5,23 @@ use crate::BuildCtx;
 use nagare_config::{ConfigError, Section};
 use nagare_core::ack::Committed;
 use nagare_core::json::{write_record, JsonStats};
+use nagare_core::metrics::Counter;
 use nagare_core::{EmitError, EventStream, EventTime};
 use std::io::Write;
 use std::sync::Arc;
 
-pub struct StdoutOutput;
+pub struct StdoutOutput {
+    invalid_utf8: Counter,
+}
+
+/// `nagare_stdout_invalid_utf8_total{plugin_id}` (out_stdout and filter_stdout).
+pub fn invalid_utf8_counter(id: &str) -> Counter {
+    nagare_core::metrics::counter(
+        "nagare_stdout_invalid_utf8_total",
+        "Strings printed by @type stdout with U+FFFD replacements",
+        &[("plugin_id", id)],
+    )
+}
 
 pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>, ConfigError> {
     let id = super::plugin_id(sec, ctx, "stdout");
@@ -22,7 +34,9 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>,
     let _ = p.section("format")?;
     crate::buffer::check_unused(&mut p, ctx, &id)?;
     p.finish()?;
-    Ok(Arc::new(StdoutOutput))
+    Ok(Arc::new(StdoutOutput {
+        invalid_utf8: invalid_utf8_counter(&id),
+    }))
 }
 
 /// `YYYY-MM-DD HH:MM:SS.NNNNNNNNN +0000`.
@@ -34,8 +48,9 @@ pub fn format_time(t: EventTime) -> String {
     )
 }
 
-/// `TIME TAG: JSON` lines for every event of `stream` (out_stdout and filter_stdout).
-pub fn lines(stream: &EventStream) -> Vec<u8> {
+/// `TIME TAG: JSON` lines for every event of `stream` (out_stdout and filter_stdout); strings
+/// that are not UTF-8 are counted into `invalid_utf8`.
+pub fn lines(stream: &EventStream, invalid_utf8: &Counter) -> Vec<u8> {
     let mut out = Vec::with_capacity(stream.record_bytes() * 2);
     let mut st = JsonStats::default();
     for e in &stream.events {
@@ -46,13 +61,16 @@ pub fn lines(stream: &EventStream) -> Vec<u8> {
         write_record(&mut out, e.record.as_bytes(), &mut st);
         out.push(b'\n');
     }
+    if st.invalid_utf8 > 0 {
+        invalid_utf8.add(st.invalid_utf8 as u64);
+    }
     out
 }
 
 #[async_trait::async_trait]
 impl OutputPlugin for StdoutOutput {
     async fn emit(&self, stream: EventStream) -> Result<Committed, EmitError> {
-        let out = lines(&stream);
+        let out = lines(&stream, &self.invalid_utf8);
         let mut so = std::io::stdout().lock();
         so.write_all(&out)
             .map_err(|_| EmitError::new("stdout_write_failed"))?;
@@ -92,5 +110,21 @@ mod tests {
         .unwrap();
         let e = check(&conf("")).unwrap_err();
         assert!(e.to_string().contains("root_dir"), "{e}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_counted() {
+        let c = invalid_utf8_counter("stdout-utf8-test");
+        let ev = nagare_core::Event {
+            time: EventTime::new(1, 0),
+            record: nagare_core::Record::from_pairs(&[(&b"msg"[..], &b"a\xffb\xfe"[..])]),
+        };
+        let out = lines(&EventStream::new("t".into(), vec![ev]), &c);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("t: {\"msg\":\"a\u{FFFD}b\u{FFFD}\"}\n"),
+            "{text}"
+        );
+        assert_eq!(c.get(), 2);
     }
 }
