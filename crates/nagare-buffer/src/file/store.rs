@@ -261,76 +261,79 @@ pub struct ReadChunk {
 }
 
 /// Reads and verifies a whole chunk file: every frame's checksum, every gzip member's length.
-/// Memory: the uncompressed entries (plus one compressed frame with `compress gzip`).
+/// Memory: the file's bytes (plus the uncompressed entries with `compress gzip`).
+///
+/// The file is read in one go into memory that is not zeroed first (std reads into the
+/// vector's spare capacity, sized from the file's length: one `read` for the whole chunk);
+/// the payloads of a plain chunk are then moved down over the frame headers in place, so the
+/// entries end up contiguous at the start of the same allocation.
 pub fn read_chunk(path: &Path) -> Result<ReadChunk, ChunkFileError> {
-    let mut f = BufReader::with_capacity(64 * 1024, File::open(path)?);
-    let file_len = f.get_ref().metadata()?.len();
-    let (header, mut pos) = read_header(&mut f)?;
-    let mut out: Vec<u8> = Vec::with_capacity(file_len.saturating_sub(pos) as usize);
-    let mut scratch = Vec::new();
+    let mut raw = std::fs::read(path)?;
+    let (header, start) = read_header(&mut &raw[..])?;
+    let mut pos = start as usize;
+    // Plain: payload bytes moved to the front so far. Gzip: the entries go to `unpacked`.
+    let mut kept = 0usize;
+    let mut unpacked = Vec::new();
     let (mut frames, mut records) = (0u64, 0u64);
-    let mut hb = [0u8; FRAME_HEADER_LEN];
     let mut torn_at = None;
-    loop {
-        let n = read_full(&mut f, &mut hb)?;
-        if n == 0 {
-            break;
-        }
-        let fh = match FrameHeader::parse(&hb[..n]) {
+    while pos < raw.len() {
+        let hb = &raw[pos..raw.len().min(pos + FRAME_HEADER_LEN)];
+        let n = hb.len();
+        let fh = match FrameHeader::parse(hb) {
             Ok(fh) => fh,
             Err(FormatError::Incomplete)
                 if hb[..n.min(4)] == super::format::FRAME_MAGIC[..n.min(4)] =>
             {
-                torn_at = Some(pos);
+                torn_at = Some(pos as u64);
                 break;
             }
             Err(e) => {
                 return Err(ChunkFileError::Corrupt {
                     reason: e.to_string(),
-                    offset: pos,
+                    offset: pos as u64,
                 })
             }
         };
-        if pos + (FRAME_HEADER_LEN + fh.stored_len) as u64 > file_len {
-            torn_at = Some(pos);
+        let a = pos + FRAME_HEADER_LEN;
+        let Some(e) = a.checked_add(fh.stored_len).filter(|&e| e <= raw.len()) else {
+            torn_at = Some(pos as u64);
             break;
-        }
-        let payload: &[u8] = if header.gzip {
-            scratch.resize(fh.stored_len, 0);
-            f.read_exact(&mut scratch)?;
-            &scratch
-        } else {
-            let start = out.len();
-            out.resize(start + fh.stored_len, 0);
-            f.read_exact(&mut out[start..])?;
-            &out[start..]
         };
-        if !fh.verify(&hb, payload) {
+        if !fh.verify(&raw[pos..a], &raw[a..e]) {
             return Err(ChunkFileError::Corrupt {
                 reason: "frame checksum mismatch".into(),
-                offset: pos,
+                offset: pos as u64,
             });
         }
         if header.gzip {
-            compress::gunzip_exact(&scratch, fh.raw_len, &mut out).map_err(|e| {
+            compress::gunzip_exact(&raw[a..e], fh.raw_len, &mut unpacked).map_err(|e| {
                 ChunkFileError::Corrupt {
                     reason: e,
-                    offset: pos,
+                    offset: pos as u64,
                 }
             })?;
         } else if fh.raw_len != fh.stored_len {
             return Err(ChunkFileError::Corrupt {
                 reason: "raw length differs from stored length in an uncompressed chunk".into(),
-                offset: pos,
+                offset: pos as u64,
             });
+        } else {
+            raw.copy_within(a..e, kept);
+            kept += fh.stored_len;
         }
         frames += 1;
         records += fh.records as u64;
-        pos += (FRAME_HEADER_LEN + fh.stored_len) as u64;
+        pos = e;
     }
+    let bytes = if header.gzip {
+        unpacked
+    } else {
+        raw.truncate(kept);
+        raw
+    };
     Ok(ReadChunk {
         header,
-        bytes: out,
+        bytes,
         records,
         frames,
         torn_at,
@@ -541,7 +544,9 @@ pub fn list_chunks(dir: &Path) -> io::Result<Vec<Found>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::format::write_frame;
     use super::*;
+    use nagare_core::ChunkKey;
 
     #[test]
     fn names_round_trip() {
@@ -563,5 +568,56 @@ mod tests {
         assert_eq!(ChunkName::parse(&st.render()), Some(st));
         assert_eq!(ChunkName::parse("junk.queued"), None);
         assert_eq!(ChunkName::parse(".lock"), None);
+    }
+
+    fn plain_chunk(frames: &[&[u8]]) -> (Vec<u8>, Vec<u64>) {
+        let header = Header {
+            id: ChunkId([7; 16]),
+            created_ms: 1,
+            gzip: false,
+            tag: nagare_core::Tag::from("t"),
+            key: ChunkKey::default(),
+        };
+        let mut file = header.encode();
+        let mut starts = Vec::new();
+        for f in frames {
+            starts.push(file.len() as u64);
+            write_frame(&mut file, f, f.len(), 1);
+        }
+        (file, starts)
+    }
+
+    #[test]
+    fn read_chunk_joins_the_frames_payloads_in_place_and_stops_at_a_torn_tail() {
+        let dir = std::env::temp_dir().join(format!("nagare-read-chunk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c");
+        let big = vec![b'z'; 100_000];
+        let (mut file, starts) = plain_chunk(&[b"first", b"", &big, b"last"]);
+        std::fs::write(&path, &file).unwrap();
+        let r = read_chunk(&path).unwrap();
+        let mut want = b"first".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"last");
+        assert_eq!((r.bytes.len(), r.frames, r.records), (want.len(), 4, 4));
+        assert!(r.bytes == want && r.torn_at.is_none());
+
+        // The last frame cut short: the whole frames before it, and where it starts.
+        file.truncate(file.len() - 2);
+        std::fs::write(&path, &file).unwrap();
+        let r = read_chunk(&path).unwrap();
+        assert_eq!(r.bytes, want[..want.len() - 4]);
+        assert_eq!((r.frames, r.torn_at), (3, Some(starts[3])));
+
+        // A flipped payload byte: refused, with the frame's offset.
+        let (mut file, starts) = plain_chunk(&[b"first", b"second"]);
+        let at = file.len() - 1;
+        file[at] ^= 1;
+        std::fs::write(&path, &file).unwrap();
+        match read_chunk(&path) {
+            Err(ChunkFileError::Corrupt { offset, .. }) => assert_eq!(offset, starts[1]),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
