@@ -178,6 +178,13 @@ impl Refusal {
 
 /// Takes the chunk `id`'s file off the list the next interval fsync syncs (its file was
 /// deleted).
+/// A dropped chunk's file, to delete once the buffer lock is released.
+struct Discarded {
+    path: PathBuf,
+    /// Its handle from the unsynced list, if it was there: closed with this.
+    _file: Option<Arc<File>>,
+}
+
 fn take_unsynced(st: &mut State, id: ChunkId) -> Option<Arc<File>> {
     let i = st.unsynced.iter().position(|(c, _)| *c == id)?;
     Some(st.unsynced.swap_remove(i).1)
@@ -421,6 +428,8 @@ impl Buffer {
             self.stats.overflows.inc();
             return Err(Refusal::NeverFits);
         }
+        // Files of chunks dropped to make room: deleted once the lock is released.
+        let mut discarded = Vec::new();
         if st.bytes + need > self.cfg.total_limit_size {
             self.stats.overflows.inc();
             match self.cfg.overflow_action {
@@ -429,12 +438,14 @@ impl Buffer {
                 }
                 OverflowAction::DropOldestChunk => {
                     while st.bytes + need > self.cfg.total_limit_size {
-                        if !self.drop_oldest(&mut st) {
+                        if !self.drop_oldest(&mut st, &mut discarded) {
                             break;
                         }
                     }
                     if st.bytes + need > self.cfg.total_limit_size {
                         self.update_gauges(&st);
+                        drop(st);
+                        self.delete_discarded(discarded);
                         return Err(Refusal::Full);
                     }
                 }
@@ -462,6 +473,7 @@ impl Buffer {
         }
         self.update_gauges(&st);
         drop(st);
+        self.delete_discarded(discarded);
         if queued {
             self.work.notify_waiters();
             self.work.notify_one();
@@ -682,7 +694,13 @@ impl Buffer {
 
     /// Drops the oldest queued chunk (or, with none queued, the oldest staged one). Returns
     /// false when there is nothing to drop.
-    fn drop_oldest(&self, st: &mut State) -> bool {
+    /// Drops the oldest queued chunk (sealing the oldest staged one first if nothing is
+    /// queued): it leaves the accounting at once; its file goes into `discarded`, for
+    /// [`Buffer::delete_discarded`] after the lock is released (unlinking a file of megabytes
+    /// and closing its last handle frees its pages and blocks: not under the lock every append
+    /// takes). A crash in between leaves the file to be delivered after the restart, although
+    /// it was counted as dropped.
+    fn drop_oldest(&self, st: &mut State, discarded: &mut Vec<Discarded>) -> bool {
         if st.queue.is_empty() {
             let oldest = st
                 .staged
@@ -700,17 +718,28 @@ impl Buffer {
             return false;
         };
         self.release(st, &old);
-        if let (QueuedData::File { path }, Some(store)) = (&old.data, &self.store) {
-            if let Err(e) = store.remove(path) {
-                tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, "cannot delete a dropped chunk file");
-            }
-            take_unsynced(st, old.meta.id);
+        if let (QueuedData::File { path }, Some(_)) = (&old.data, &self.store) {
+            discarded.push(Discarded {
+                path: path.clone(),
+                _file: take_unsynced(st, old.meta.id),
+            });
         }
         self.stats
             .dropped_records
             .add("drop_oldest_chunk", old.meta.records as u64);
         tracing::warn!(plugin_id = %self.id, chunk = %old.meta.id.hex(), records = old.meta.records, "buffer full: dropped the oldest chunk (overflow_action drop_oldest_chunk)");
         true
+    }
+
+    /// Deletes the files of dropped chunks (outside the lock); each file's last handle, if the
+    /// unsynced list held it, closes after its unlink.
+    fn delete_discarded(&self, discarded: Vec<Discarded>) {
+        let Some(store) = &self.store else { return };
+        for d in discarded {
+            if let Err(e) = store.remove(&d.path) {
+                tracing::error!(plugin_id = %self.id, path = %d.path.display(), error = %e, "cannot delete a dropped chunk file");
+            }
+        }
     }
 
     /// Releases a chunk's bytes from the accounting.

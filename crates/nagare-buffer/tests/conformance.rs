@@ -169,7 +169,7 @@ async fn overflow_drop_oldest_chunk_drops_and_counts(kind: Kind) {
         overflow_action: OverflowAction::DropOldestChunk,
         ..Default::default()
     };
-    let (b, _d) = open(kind, cfg, &id(kind, "dropold"));
+    let (b, d) = open(kind, cfg, &id(kind, "dropold"));
     let t = Tag::from("x");
     for i in 0..10 {
         b.append(&t, &bigs(i * 2..i * 2 + 2)).await.unwrap();
@@ -177,6 +177,18 @@ async fn overflow_drop_oldest_chunk_drops_and_counts(kind: Kind) {
     let dropped = b.stats().dropped_records.get("drop_oldest_chunk").get();
     assert!(dropped > 0);
     assert!(b.usage().1 <= one * 6 + 200);
+    if let Some(d) = &d {
+        // The dropped chunks' files are gone (deleted after the append released the lock):
+        // what is on disk is what the buffer still counts.
+        let files = std::fs::read_dir(d.path().join("buf"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".queued") || n.ends_with(".staged"))
+            .count();
+        let counted = (b.stats().queued_chunks.get() + b.stats().staged_chunks.get()) as usize;
+        assert_eq!(files, counted);
+        assert!(files <= 4, "{files} chunk files for 6 events' room");
+    }
     let kept: Vec<u64> = take_all(&b).await.iter().flat_map(seqs).collect();
     // The newest events are kept, the oldest dropped, and the counts add up.
     assert_eq!(*kept.last().unwrap(), 19);
