@@ -435,7 +435,9 @@ impl Aggregator {
         ]
     }
 
-    /// Starts (or restarts) it on its fixed port; a restart retries while the port is busy.
+    /// Starts it: the first time on ports the kernel picks (port 0), kept from then on; a
+    /// restart comes back on the same ports (the NLB stand-in's backend list is fixed) and
+    /// retries while they are busy.
     fn start(&mut self, dir: &Path, moto: &str, attempt: u32) {
         let config = format!(
             "{}{}",
@@ -449,6 +451,11 @@ impl Aggregator {
         loop {
             match Proc::try_start_with_env(Role::Aggregator, &name, dir, &config, &env) {
                 Ok(p) => {
+                    self.port = p.port();
+                    self.admin_port = p
+                        .admin_addr()
+                        .unwrap_or_else(|| panic!("{name}: no admin address"))
+                        .port();
                     self.proc = Some(p);
                     return;
                 }
@@ -519,8 +526,9 @@ impl Chain {
             .map(|n| Aggregator {
                 name: format!("aggregator-{n}"),
                 host: format!("agg-{n}-{id}"),
-                port: free_port(),
-                admin_port: free_port(),
+                // Chosen by the kernel at the first start (see `Aggregator::start`).
+                port: 0,
+                admin_port: 0,
                 data: dir.join(&format!("agg-{n}")),
                 proc: None,
             })
