@@ -1,12 +1,15 @@
-//! msgpack record bytes -> JSON text, directly (no intermediate value tree): the one JSON
-//! writer, behind S3's JSON lines, CloudWatch messages, `stdout`, `file` and the filters.
+//! msgpack record bytes -> JSON text, directly (no intermediate value tree): the record writer
+//! behind S3's JSON lines, CloudWatch messages, `stdout`, `file` and the filters. (A decoded
+//! [`Value`](crate::Value) is written by `Value::write_json`, for placeholders and grep: the same
+//! strings and numbers, but non-string keys as Fluentd's `to_s` shows them.)
 //!
 //! Strings that are not valid UTF-8 are written with U+FFFD replacements (and the caller is
 //! told, so it can count them); `bin` is written as a string the same way; EventTime ext
 //! values become float seconds (exact: up to nine decimals); other ext values become `null`.
 //! Map keys that are not strings are written as their JSON text in quotes (cut to
 //! [`MAX_KEY_TEXT`]). Escapes are serde_json's (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other
-//! control bytes as `\u00XX`). Nesting past [`MAX_DEPTH`] is written as `null`.
+//! control bytes as `\u00XX`). Containers nested past [`MAX_DEPTH`] are written as `null`
+//! (and a value whose rest nests too deep for the msgpack scanner is refused: `None`).
 //!
 //! Two ways in:
 //! * [`Out`], a write cursor, with [`write_value_to`], [`write_key`], [`write_str`]: the
@@ -27,8 +30,12 @@ use std::cell::RefCell;
 /// doubles the backslashes per level (a few hundred input bytes could ask for gigabytes).
 pub const MAX_KEY_TEXT: usize = 1024;
 
-/// Nesting deeper than this is written as `null` (stack safety).
-pub const MAX_DEPTH: usize = 256;
+/// Containers nested deeper than this are written as `null` (stack safety: the writer recurses
+/// once per level, three frames for a map key that is a map). The msgpack scanner's limit:
+/// decoded input never nests deeper; `filter_parser`'s JSON may (up to 128 levels), and its
+/// deepest parts are then written as `null` (the writers before this one refused such a record
+/// in `stdout`, `file` and CloudWatch, and wrote 256 levels in S3).
+pub const MAX_DEPTH: usize = crate::msgpack::MAX_DEPTH;
 
 /// How much of a non-string key's JSON text to keep: at most [`MAX_KEY_TEXT`] bytes, cut at a
 /// character boundary (the text is valid UTF-8: the writers replace anything else).
@@ -46,11 +53,12 @@ pub fn key_text_len(text: &[u8]) -> usize {
 /// Counts what had to be changed to make valid JSON.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct JsonStats {
-    /// Strings with invalid UTF-8 sequences (replaced with U+FFFD).
+    /// Invalid UTF-8 sequences (each replaced with U+FFFD).
     pub invalid_utf8: usize,
 }
 
-/// The per-thread scratch of the `Vec` API is not kept past a call that grew it beyond this.
+/// The per-thread scratch of the `Vec` API is not kept past a call that grew its capacity
+/// beyond this.
 const SCRATCH_RETAIN_MAX: usize = 1 << 20;
 
 thread_local! {
@@ -73,7 +81,7 @@ fn via_scratch(
         out.extend_from_slice(w.text());
         stats.invalid_utf8 += invalid;
     }
-    if buf.len() <= SCRATCH_RETAIN_MAX {
+    if buf.capacity() <= SCRATCH_RETAIN_MAX {
         let _ = SCRATCH.try_with(|s| s.replace(buf));
     }
     r
@@ -817,5 +825,44 @@ mod tests {
         );
         let want = serde_json::to_string("\u{8}\u{c}\n\r\t\u{1}\u{1f}\"\\/").unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+
+    /// Map keys that are maps at every level, [`MAX_DEPTH`] deep (the deepest recursion: three
+    /// frames a level), fit a tokio worker's 2 MiB stack even unoptimised; containers past
+    /// [`MAX_DEPTH`] are written as `null`.
+    #[test]
+    fn the_deepest_records_fit_a_worker_stack() {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let write = |rec: &[u8]| {
+                    let mut v = Vec::new();
+                    let mut w = Out::append(&mut v);
+                    let r = write_value_to(&mut w, rec, 0, &mut 0, 0);
+                    w.done();
+                    assert_eq!(r, Some(rec.len()));
+                    String::from_utf8(v).unwrap()
+                };
+                // {{{...{}: 1}: 1}: 1}: a fixmap of one pair per level, each key the next map.
+                let mut keys = vec![0x81; MAX_DEPTH];
+                keys.push(0x80);
+                keys.extend(std::iter::repeat_n(0x01, MAX_DEPTH));
+                assert!(write(&keys).starts_with("{\""));
+                // [[[...]]] one level past the limit: the innermost container becomes null.
+                for levels in [MAX_DEPTH, MAX_DEPTH + 1] {
+                    let mut arrays = vec![0x91; levels - 1];
+                    arrays.push(0x90);
+                    let text = write(&arrays);
+                    let want = if levels > MAX_DEPTH {
+                        format!("{}null{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH))
+                    } else {
+                        format!("{}{}", "[".repeat(levels), "]".repeat(levels))
+                    };
+                    assert_eq!(text, want, "{levels} levels");
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -347,9 +347,10 @@ impl Value {
                 out.push(b'}');
             }
             Value::Ext(0, d) if d.len() == 8 => {
-                let secs = be(&d[..4]) as f64;
-                let nanos = be(&d[4..]) as f64;
-                Value::Float(secs + nanos / 1e9).write_json(out, stats)
+                // Exact seconds, as the record writer writes an EventTime.
+                let mut w = crate::json::Out::append(out);
+                crate::json::write_time_float(&mut w, be(&d[..4]), be(&d[4..]) as u32);
+                w.done();
             }
             Value::Ext(..) => out.extend_from_slice(b"null"),
         }
@@ -523,6 +524,15 @@ impl<'de> Visitor<'de> for Seed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_time_is_written_as_exact_seconds() {
+        let mut d = 1_700_000_000u32.to_be_bytes().to_vec();
+        d.extend_from_slice(&120_000_000u32.to_be_bytes());
+        let mut out = Vec::new();
+        Value::Ext(0, Bytes::from(d)).write_json(&mut out, &mut Default::default());
+        assert_eq!(out, b"1700000000.12");
+    }
 
     #[test]
     fn decode_encode_round_trip() {
