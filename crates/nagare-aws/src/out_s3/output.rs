@@ -107,7 +107,7 @@ impl Metrics {
             ),
             invalid_utf8: metrics::counter(
                 "nagare_s3_invalid_utf8_total",
-                "strings with invalid UTF-8 written with U+FFFD",
+                "invalid UTF-8 sequences written as U+FFFD",
                 &l,
             ),
             errors: ReasonCounters::new(

@@ -12,8 +12,13 @@ pub struct StdoutFilter {
     invalid_utf8: Counter,
 }
 
-pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn Filter>, ConfigError> {
-    let id = super::plugin_id(sec, ctx, "filter_stdout");
+pub fn build(sec: &Section, _ctx: &mut BuildCtx) -> Result<Arc<dyn Filter>, ConfigError> {
+    // Its `@id`, or `filter_stdout`: no auto-id is taken, since auto-ids number the plugins
+    // after it too (and name their buffer directories under `root_dir`).
+    let id = sec
+        .param("@id")
+        .map(|p| p.value.clone())
+        .unwrap_or_else(|| "filter_stdout".into());
     let mut p = sec.params();
     let _ = p.section("format")?;
     p.finish()?;

@@ -619,7 +619,7 @@ pub fn build(sec: &Section, ctx: &mut BuildCtx) -> Result<Arc<dyn OutputPlugin>,
         ),
         invalid_utf8: nagare_core::metrics::counter(
             "nagare_file_invalid_utf8_total",
-            "Strings written by @type file with U+FFFD replacements",
+            "Invalid UTF-8 sequences written by @type file as U+FFFD",
             &[("plugin_id", &id)],
         ),
         id,

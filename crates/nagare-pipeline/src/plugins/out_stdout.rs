@@ -18,7 +18,7 @@ pub struct StdoutOutput {
 pub fn invalid_utf8_counter(id: &str) -> Counter {
     nagare_core::metrics::counter(
         "nagare_stdout_invalid_utf8_total",
-        "Strings printed by @type stdout with U+FFFD replacements",
+        "Invalid UTF-8 sequences printed by @type stdout as U+FFFD",
         &[("plugin_id", id)],
     )
 }
@@ -48,8 +48,8 @@ pub fn format_time(t: EventTime) -> String {
     )
 }
 
-/// `TIME TAG: JSON` lines for every event of `stream` (out_stdout and filter_stdout); strings
-/// that are not UTF-8 are counted into `invalid_utf8`.
+/// `TIME TAG: JSON` lines for every event of `stream` (out_stdout and filter_stdout); the invalid UTF-8
+/// sequences replaced are counted into `invalid_utf8`.
 pub fn lines(stream: &EventStream, invalid_utf8: &Counter) -> Vec<u8> {
     let mut out = Vec::with_capacity(stream.record_bytes() * 2);
     let mut st = JsonStats::default();
