@@ -176,8 +176,6 @@ impl Refusal {
     }
 }
 
-/// Takes the chunk `id`'s file off the list the next interval fsync syncs (its file was
-/// deleted).
 /// A dropped chunk's file, to delete once the buffer lock is released.
 struct Discarded {
     path: PathBuf,
@@ -185,6 +183,8 @@ struct Discarded {
     _file: Option<Arc<File>>,
 }
 
+/// Takes the chunk `id`'s file off the list the next interval fsync syncs (its chunk was
+/// written or dropped: nothing to sync any more); the caller decides when the handle closes.
 fn take_unsynced(st: &mut State, id: ChunkId) -> Option<Arc<File>> {
     let i = st.unsynced.iter().position(|(c, _)| *c == id)?;
     Some(st.unsynced.swap_remove(i).1)
@@ -692,14 +692,13 @@ impl Buffer {
         true
     }
 
-    /// Drops the oldest queued chunk (or, with none queued, the oldest staged one). Returns
-    /// false when there is nothing to drop.
     /// Drops the oldest queued chunk (sealing the oldest staged one first if nothing is
-    /// queued): it leaves the accounting at once; its file goes into `discarded`, for
-    /// [`Buffer::delete_discarded`] after the lock is released (unlinking a file of megabytes
-    /// and closing its last handle frees its pages and blocks: not under the lock every append
-    /// takes). A crash in between leaves the file to be delivered after the restart, although
-    /// it was counted as dropped.
+    /// queued); false when there is nothing to drop. The chunk leaves the accounting at once;
+    /// its file goes into `discarded`, for [`Buffer::delete_discarded`] after the lock is
+    /// released (unlinking a file of megabytes and closing its last handle frees its pages and
+    /// blocks: not under the lock every append takes). Until then the disk holds the dropped
+    /// files beside the new data (briefly more than `total_limit_size`); a crash in between
+    /// leaves the file to be delivered after the restart, although it was counted as dropped.
     fn drop_oldest(&self, st: &mut State, discarded: &mut Vec<Discarded>) -> bool {
         if st.queue.is_empty() {
             let oldest = st

@@ -264,7 +264,8 @@ pub struct ReadChunk {
 /// Memory: the file's bytes (plus the uncompressed entries with `compress gzip`).
 ///
 /// The file is read in one go into memory that is not zeroed first (std reads into the
-/// vector's spare capacity, sized from the file's length: one `read` for the whole chunk);
+/// vector's spare capacity, sized from the file's length: one `read` for the whole chunk, and a
+/// short one that finds the end);
 /// the payloads of a plain chunk are then moved down over the frame headers in place, so the
 /// entries end up contiguous at the start of the same allocation.
 pub fn read_chunk(path: &Path) -> Result<ReadChunk, ChunkFileError> {
