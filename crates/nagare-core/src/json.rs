@@ -449,8 +449,10 @@ fn be(b: &[u8]) -> u64 {
     b.iter().fold(0u64, |a, &x| (a << 8) | x as u64)
 }
 
-/// [`write_value_to`] appending to a vector (a non-string key's text, before it is quoted).
-fn write_value_vec(
+/// [`write_value_to`] appending straight to a vector, `depth` deep (a non-string key's text,
+/// before it is quoted; values inside a line that is not JSON, e.g. S3's LTSV). Unlike
+/// [`write_value`], malformed input leaves its partial text behind.
+pub fn write_value_vec(
     out: &mut Vec<u8>,
     buf: &[u8],
     pos: usize,

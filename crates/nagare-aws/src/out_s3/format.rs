@@ -27,7 +27,7 @@
 
 use super::key::{TimeFormat, Zone};
 use nagare_core::json::{
-    write_key, write_str, write_time_float, write_u64, write_value, write_value_to, JsonStats, Out,
+    write_key, write_str, write_time_float, write_u64, write_value_to, write_value_vec, Out,
 };
 use nagare_core::msgpack::{read_array_len, read_map_len, read_str_or_bin, skip_complete};
 use nagare_core::EventTime;
@@ -682,9 +682,9 @@ fn write_single_value(
             match read_str_or_bin(&rec[k_end..v_end]) {
                 Some((a, e)) => out.extend_from_slice(&rec[k_end + a..k_end + e]),
                 None => {
-                    let mut js = JsonStats::default();
-                    write_value(out, rec, k_end, &mut js);
-                    st.invalid_utf8 += js.invalid_utf8;
+                    let mut inv = 0;
+                    write_value_vec(out, rec, k_end, &mut inv, 1);
+                    st.invalid_utf8 += inv;
                 }
             }
             break;
@@ -726,7 +726,7 @@ fn write_ltsv(
     };
     let mut p = hl;
     let mut first = true;
-    let mut js = JsonStats::default();
+    let mut inv = 0;
     for _ in 0..n {
         let Ok(k_end) = skip_complete(rec, p) else {
             return false;
@@ -746,14 +746,14 @@ fn write_ltsv(
         match key {
             Some(k) => push_ltsv_text(out, k),
             None => {
-                write_value(out, rec, p, &mut js);
+                write_value_vec(out, rec, p, &mut inv, 1);
             }
         }
         out.extend_from_slice(label_delim);
         match read_str_or_bin(&rec[k_end..v_end]) {
             Some((a, e)) => push_ltsv_text(out, &rec[k_end + a..k_end + e]),
             None => {
-                write_value(out, rec, k_end, &mut js);
+                write_value_vec(out, rec, k_end, &mut inv, 1);
             }
         }
         p = v_end;
@@ -780,7 +780,7 @@ fn write_ltsv(
     if add_newline {
         out.push(b'\n');
     }
-    st.invalid_utf8 += js.invalid_utf8;
+    st.invalid_utf8 += inv;
     true
 }
 
@@ -1249,25 +1249,11 @@ mod reference {
 mod tests {
     use super::*;
     use bytes::BytesMut;
-    use nagare_core::json::MAX_DEPTH;
+    use nagare_core::json::{write_value_vec, MAX_DEPTH};
     use nagare_core::{Event, EventTime, Record};
     use std::io::Read;
 
     const HEX: &[u8; 16] = b"0123456789abcdef";
-
-    /// The cursor writer appending to a vector, at a given depth (as the reference takes it).
-    fn write_value_vec(
-        out: &mut Vec<u8>,
-        buf: &[u8],
-        pos: usize,
-        invalid: &mut usize,
-        depth: usize,
-    ) -> Option<usize> {
-        let mut w = Out::append(out);
-        let r = write_value_to(&mut w, buf, pos, invalid, depth);
-        w.done();
-        r
-    }
 
     fn entries(recs: &[rmpv::Value], time: EventTime) -> Vec<u8> {
         let mut out = BytesMut::new();
