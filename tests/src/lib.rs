@@ -1230,43 +1230,62 @@ pub struct Nlb {
 
 impl Nlb {
     pub fn start(haproxy: &Path, dir: &Path, targets: &[NlbTarget]) -> Nlb {
-        let port = free_port();
-        let mut cfg = format!(
-            "global\n    maxconn 256\n\
-             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    \
-             timeout server 60s\n    retries 3\n    option redispatch\n\
-             frontend nlb\n    bind 127.0.0.1:{port}\n    default_backend aggregators\n\
-             backend aggregators\n    balance roundrobin\n    option httpchk GET /health\n"
-        );
-        for (i, t) in targets.iter().enumerate() {
-            cfg.push_str(&format!(
-                "    server a{} 127.0.0.1:{} check port {} inter 500ms fall 2 rise 2\n",
-                i + 1,
-                t.port,
-                t.admin_port
-            ));
-        }
-        let conf = dir.join("nlb.cfg");
-        std::fs::write(&conf, &cfg).unwrap_or_else(|e| panic!("write {}: {e}", conf.display()));
-        let log = dir.join("haproxy.log");
-        let out = File::create(&log).expect("create haproxy log");
-        let err = out.try_clone().expect("clone haproxy log");
-        let child = Command::new(haproxy)
-            .arg("-f")
-            .arg(&conf)
-            .arg("-db")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", haproxy.display()));
-        let mut nlb = Nlb { child, port, log };
-        if !wait_for_port(port, Duration::from_secs(15)) {
+        // HAProxy needs its port in the config: a free one is picked, and picked again if
+        // something else took it before HAProxy bound it (HAProxy then exits at once).
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let port = free_port();
+            let mut cfg = format!(
+                "global\n    maxconn 256\n\
+                 defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    \
+                 timeout server 60s\n    retries 3\n    option redispatch\n\
+                 frontend nlb\n    bind 127.0.0.1:{port}\n    default_backend aggregators\n\
+                 backend aggregators\n    balance roundrobin\n    option httpchk GET /health\n"
+            );
+            for (i, t) in targets.iter().enumerate() {
+                cfg.push_str(&format!(
+                    "    server a{} 127.0.0.1:{} check port {} inter 500ms fall 2 rise 2\n",
+                    i + 1,
+                    t.port,
+                    t.admin_port
+                ));
+            }
+            let conf = dir.join("nlb.cfg");
+            std::fs::write(&conf, &cfg).unwrap_or_else(|e| panic!("write {}: {e}", conf.display()));
+            let log = dir.join(format!("haproxy-{attempt}.log"));
+            let out = File::create(&log).expect("create haproxy log");
+            let err = out.try_clone().expect("clone haproxy log");
+            let child = Command::new(haproxy)
+                .arg("-f")
+                .arg(&conf)
+                .arg("-db")
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", haproxy.display()));
+            let mut nlb = Nlb { child, port, log };
+            // Listening, and by HAProxy: it is still running a moment after the port answers
+            // (if another process holds the port, HAProxy fails to bind and exits at once).
+            let up = wait_for_port(port, Duration::from_secs(15));
+            if up {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let running = matches!(nlb.child.try_wait(), Ok(None));
+            if up && running {
+                return nlb;
+            }
             let text = std::fs::read_to_string(&nlb.log).unwrap_or_default();
             nlb.kill();
-            panic!("haproxy did not listen on 127.0.0.1:{port}; config:\n{cfg}\nlog:\n{text}");
+            if running || attempt == ATTEMPTS {
+                panic!(
+                    "haproxy did not listen on 127.0.0.1:{port} (attempt {attempt}); \
+                     config:\n{cfg}\nlog:\n{text}"
+                );
+            }
+            eprintln!("haproxy exited at start (port {port} taken?), picking another:\n{text}");
         }
-        nlb
+        unreachable!("the last attempt returns or panics")
     }
 
     fn kill(&mut self) {
