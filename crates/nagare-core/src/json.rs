@@ -110,10 +110,12 @@ impl<'a> Out<'a> {
         Out { buf, j: 0 }
     }
 
+    /// Ends the writing: the buffer is cut back to the text (append mode).
     pub fn done(self) {
         self.buf.truncate(self.j);
     }
 
+    /// The text written so far.
     pub fn text(&self) -> &[u8] {
         &self.buf[..self.j]
     }
@@ -413,6 +415,7 @@ fn put_u64(d: &mut [u8], mut v: u64) -> usize {
     len
 }
 
+/// Writes `v` in decimal.
 pub fn write_u64(w: &mut Out, v: u64) {
     let n = put_u64(w.room(20), v);
     w.j += n;
@@ -636,6 +639,8 @@ pub fn write_key(
     Some(end)
 }
 
+/// Writes an EventTime as seconds with its exact nanoseconds, trailing zeros dropped
+/// (`1.5`, `1700000000.123456789`; `5.0` without nanoseconds).
 pub fn write_time_float(w: &mut Out, secs: u64, nanos: u32) {
     write_u64(w, secs);
     if nanos == 0 {
@@ -671,6 +676,20 @@ pub fn write_value(
 ) -> Option<usize> {
     via_scratch(out, stats, |w, invalid| {
         write_value_to(w, buf, pos, invalid, 0)
+    })
+}
+
+/// Appends the map key at `buf[pos..]` with its `:` (strings as they are, anything else as
+/// its JSON text, cut to [`MAX_KEY_TEXT`] and quoted, as [`write_key`] writes nested keys);
+/// returns its end offset, or `None` (and appends nothing) when it is not well-formed msgpack.
+pub fn write_json_key(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    pos: usize,
+    stats: &mut JsonStats,
+) -> Option<usize> {
+    via_scratch(out, stats, |w, invalid| {
+        write_key(w, buf, pos, invalid, 0, false)
     })
 }
 
@@ -866,5 +885,36 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    #[test]
+    fn keys_are_written_with_their_colon_and_cut_like_nested_ones() {
+        let mut out = b"{".to_vec();
+        let mut st = JsonStats::default();
+        assert_eq!(write_json_key(&mut out, &[0xa1, b'k'], 0, &mut st), Some(2));
+        assert_eq!(write_json_key(&mut out, &[0x07], 0, &mut st), Some(1));
+        // An array key of 2,000 `"`: its text is cut at MAX_KEY_TEXT before it is quoted.
+        let mut long = vec![0xdc, 0x07, 0xd0];
+        for _ in 0..2000 {
+            long.extend_from_slice(&[0xa1, b'"']);
+        }
+        assert_eq!(
+            write_json_key(&mut out, &long, 0, &mut st),
+            Some(long.len())
+        );
+        assert_eq!(
+            write_json_key(&mut out, &[0xd9, 0x05, b'a'], 0, &mut st),
+            None
+        );
+        // Nothing from the malformed one: the text ends with the long key's colon.
+        let text = String::from_utf8(out).unwrap();
+        let rest = text.strip_prefix("{\"k\":\"7\":").unwrap();
+        let key: String = serde_json::from_str(rest.strip_suffix(':').unwrap()).unwrap();
+        assert!(key.starts_with(r#"["\"","\"","#), "{key}");
+        assert!(
+            (MAX_KEY_TEXT - 8..=MAX_KEY_TEXT).contains(&key.len()),
+            "{}",
+            key.len()
+        );
     }
 }

@@ -7,7 +7,7 @@ use super::batch::{self, Batch, BatchStats, Batcher};
 use super::config::NameSource;
 use super::names;
 use super::Inner;
-use nagare_core::json::{key_text_len, write_json_str, write_value, JsonStats};
+use nagare_core::json::{write_json_key, write_json_str, write_value, JsonStats};
 use nagare_core::msgpack::{read_array_len, read_map_len, read_str_or_bin, skip_complete};
 use nagare_core::{Chunk, Event, EventTime, Record};
 use std::borrow::Cow;
@@ -292,17 +292,10 @@ impl Inner {
                         msg.push(b',');
                     }
                     first = false;
-                    match name {
-                        Some(k) => write_json_str(&mut msg, k, &mut js),
-                        None => {
-                            // A non-string key: its JSON text, cut and quoted (as
-                            // nagare_core::json writes nested ones).
-                            let mut tmp = Vec::new();
-                            write_value(&mut tmp, buf, pair.key, &mut js);
-                            write_json_str(&mut msg, &tmp[..key_text_len(&tmp)], &mut js);
-                        }
+                    // (The record was scanned whole: its keys are well-formed.)
+                    if write_json_key(&mut msg, buf, pair.key, &mut js).is_none() {
+                        msg.extend_from_slice(b"\"\":");
                     }
-                    msg.push(b':');
                     if write_value(&mut msg, buf, pair.value.0, &mut js).is_none() {
                         msg.extend_from_slice(b"null");
                     }
