@@ -3,8 +3,9 @@
 //! `NAGARE_MOTO_ENDPOINT` (e.g. `http://127.0.0.1:5000`, as `.ci/run` may export) is used when
 //! set. Otherwise the first call spawns moto from `.ci/venv` once per test binary, on a
 //! 127.0.0.1 port it binds itself (port 0) and reports, through a small Python watchdog that
-//! exits when the test process does (no server outlives its tests). When moto is missing, [`moto`] returns `None` and the
-//! caller skips, except under `CI=true`, where it panics: a missing component fails CI.
+//! exits when the test process does (no server outlives its tests). When moto is missing,
+//! [`moto`] returns `None` and the caller skips, except under `CI=true`, where it panics: a
+//! missing component fails CI.
 //!
 //! Tests share one server: use unique bucket / log group names.
 
