@@ -235,7 +235,7 @@ impl Inner {
         if !plan.invalid_names.is_empty() && self.logs.check("names").is_some() {
             tracing::warn!(plugin_id = %self.cfg.id, counts = ?plan.invalid_names, fallback = plan.fallback, "events with a missing or invalid group/stream name");
         }
-        for reason in ["invalid_name", "oversize"] {
+        for reason in ["invalid_name", "oversize", "empty_message"] {
             let origins: Vec<u32> = plan
                 .dead
                 .iter()

@@ -348,6 +348,13 @@ impl Inner {
                 }
             }
             msg_capacity = (text.len() + text.len() / 8).clamp(64, 64 * 1024);
+            if text.is_empty() {
+                // CloudWatch refuses a whole request that holds an empty message
+                // (InvalidParameterException), which would take the batch's other events with
+                // it. fluent-plugin-cloudwatch-logs skips such records too.
+                plan.dead.push((origin, "empty_message"));
+                continue;
+            }
             batcher.push(&group, &stream, millis(e.time), text, origin);
         }
         let p = batcher.finish();

@@ -83,6 +83,10 @@ impl LogsApi for Fake {
             let (_, e) = st.fail.remove(i).unwrap();
             return Err(e);
         }
+        if events.iter().any(|e| e.message.is_empty()) {
+            // As AWS: one empty message refuses the whole request.
+            return Err(err(ErrorKind::InvalidRequest));
+        }
         let key = (group.to_string(), stream.to_string());
         if !st.groups.get(group).is_some_and(|m| m.contains_key(stream)) {
             return Err(err(ErrorKind::ResourceNotFound));
@@ -539,6 +543,37 @@ async fn messages_follow_the_fluentd_plugin_options() {
     .unwrap();
     // "error boom€!" cut to 9 characters.
     assert_eq!(fake.events("a", "agg-1")[0].1, "error boo");
+}
+
+#[tokio::test]
+async fn records_without_the_message_keys_are_skipped_not_sent() {
+    let records: &[Entry] = &[
+        (T0, vec![("service", b"a"), ("log", b"first")]),
+        (T0, vec![("service", b"a"), ("other", b"x")]),
+        (T0, vec![("service", b"a"), ("log", b"")]),
+        (T0, vec![("service", b"a"), ("log", b"last")]),
+    ];
+    let fake = Arc::new(Fake::default());
+    let mut c = cfg("cw-empty");
+    c.message_keys = vec!["log".into()];
+    let out = output(c, &fake, None);
+    out.write(&chunk(records)).await.unwrap();
+    let got: Vec<String> = fake.events("a", "agg-1").into_iter().map(|e| e.1).collect();
+    assert_eq!(got, ["first", "last"]);
+    assert_eq!(out.stats().dropped.get("empty_message").get(), 2);
+    assert_eq!(out.stats().dropped.get("invalid_request").get(), 0);
+
+    // With a secondary, the skipped records go there.
+    let fake = Arc::new(Fake::default());
+    let dl = MemorySink::new();
+    let mut c = cfg("cw-empty-secondary");
+    c.message_keys = vec!["log".into()];
+    let out = output(c, &fake, Some(dl.clone()));
+    out.write(&chunk(records)).await.unwrap();
+    assert_eq!(fake.events("a", "agg-1").len(), 2);
+    assert_eq!(dl.event_count(), 2);
+    assert_eq!(out.stats().rerouted.get("secondary").get(), 2);
+    assert_eq!(out.stats().dropped.get("empty_message").get(), 0);
 }
 
 #[tokio::test]
