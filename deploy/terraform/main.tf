@@ -616,6 +616,8 @@ resource "aws_ecs_task_definition" "aggregator" {
         { name = "NAGARE_ADMIN_BIND", value = "0.0.0.0" },
         { name = "NAGARE_ADMIN_PORT", value = tostring(local.admin_port) },
         { name = "NAGARE_DATA_DIR", value = "/var/lib/nagare" },
+        # Group names under the prefix the task role's policy grants (log_group_name_prefix).
+        { name = "NAGARE_LOG_GROUP_PREFIX", value = var.log_group_prefix },
       ]
       mountPoints = [
         { sourceVolume = "nagare-data", containerPath = "/var/lib/nagare", readOnly = false },

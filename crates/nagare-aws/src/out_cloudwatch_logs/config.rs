@@ -44,6 +44,10 @@ pub struct CloudWatchLogsConfig {
     pub stream: NameSource,
     /// `remove_log_stream_name_key`.
     pub remove_log_stream_name_key: bool,
+    /// *Nagare* `log_group_name_prefix`: put before every group name taken from a record key
+    /// or the tag (`/app/` + `condor`), so the names fall under one IAM resource prefix.
+    /// Empty by default. Not with `log_group_name`; the fallback group is used as written.
+    pub log_group_name_prefix: String,
     /// *Nagare* `fallback_log_group_name`: where events go whose record-derived group or
     /// stream name is missing or invalid (else the secondary, else they are dropped; always
     /// counted).
@@ -110,6 +114,7 @@ impl CloudWatchLogsConfig {
             remove_log_group_name_key: false,
             stream,
             remove_log_stream_name_key: false,
+            log_group_name_prefix: String::new(),
             fallback_log_group_name: None,
             fallback_log_stream_name: None,
             auto_create_stream: false,
@@ -171,6 +176,27 @@ impl CloudWatchLogsConfig {
             }
             NameSource::Key(k) if k.is_empty() => return bad("log_stream_name_key is empty".into()),
             _ => {}
+        }
+        let prefix = &self.log_group_name_prefix;
+        if !prefix.is_empty() {
+            if matches!(self.group, NameSource::Static(_)) {
+                return bad(
+                    "log_group_name_prefix applies to log_group_name_key and use_tag_as_group; \
+                     write it into log_group_name instead"
+                        .into(),
+                );
+            }
+            if let Err(e) = names::validate_group(prefix) {
+                return bad(format!(
+                    "log_group_name_prefix '{prefix}' {e} (allowed: [.-_/#A-Za-z0-9], 1-511)"
+                ));
+            }
+            if prefix.len() >= names::MAX_NAME_LEN {
+                return bad(format!(
+                    "log_group_name_prefix is {} characters: no room for a name",
+                    prefix.len()
+                ));
+            }
         }
         if let Some(g) = &self.fallback_log_group_name {
             if let Err(e) = names::validate_group(g) {

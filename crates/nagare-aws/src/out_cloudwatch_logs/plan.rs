@@ -156,6 +156,12 @@ impl Inner {
                 }
             }
         };
+        let prefix = &self.cfg.log_group_name_prefix;
+        let name = if group && !prefix.is_empty() && !name.is_empty() {
+            Cow::Owned(format!("{prefix}{name}"))
+        } else {
+            name
+        };
         let ok = if group {
             names::validate_group(&name).is_ok()
         } else {

@@ -273,6 +273,10 @@ impl Service {
         if !self.auto_create || lock(&self.streams).contains(key) {
             return Ok(());
         }
+        // A CreateLogGroup refused for lack of permission (groups made by Terraform, the
+        // policy without logs:CreateLogGroup, as deploy/iam suggests): the group may exist,
+        // so the stream is still created. If it does not, that refusal is the error to report.
+        let mut group_denied = None;
         if !lock(&self.groups).contains(&key.group) {
             match self.api.create_log_group(&key.group, &self.tags).await {
                 Ok(()) => {
@@ -286,9 +290,15 @@ impl Service {
                     }
                 }
                 Err(e) if e.kind == ErrorKind::ResourceAlreadyExists => {}
+                Err(e) if e.kind == ErrorKind::Auth => {
+                    tracing::debug!(group = %key.group, error = %e, "not allowed to create the log group; creating the stream in it");
+                    group_denied = Some(e);
+                }
                 Err(e) => return Err(e),
             }
-            lock(&self.groups).insert(key.group.clone());
+            if group_denied.is_none() {
+                lock(&self.groups).insert(key.group.clone());
+            }
         }
         match self.api.create_log_stream(&key.group, &key.stream).await {
             Ok(()) => {
@@ -299,6 +309,9 @@ impl Service {
             Err(e) => {
                 if e.kind == ErrorKind::ResourceNotFound {
                     lock(&self.groups).remove(&key.group);
+                    if let Some(denied) = group_denied {
+                        return Err(denied);
+                    }
                 }
                 return Err(e);
             }

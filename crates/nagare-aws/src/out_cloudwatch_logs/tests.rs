@@ -31,6 +31,8 @@ struct FakeState {
     /// Store the next put but answer with a network error.
     lose_reply: usize,
     rejected: Option<RejectedInfo>,
+    /// Refuse CreateLogGroup with AccessDenied (a policy without logs:CreateLogGroup).
+    deny_create_group: bool,
 }
 
 #[derive(Default)]
@@ -139,6 +141,9 @@ impl LogsApi for Fake {
         let mut st = self.st();
         st.calls
             .push(format!("create_group {group} tags={}", tags.len()));
+        if st.deny_create_group {
+            return Err(ApiError::new("CreateLogGroup", ErrorKind::Auth, "scripted"));
+        }
         if st.groups.contains_key(group) {
             return Err(err(ErrorKind::ResourceAlreadyExists));
         }
@@ -322,6 +327,26 @@ async fn groups_and_streams_are_created_once_and_recreated_after_deletion() {
         out.stats().request_errors.get("resource_not_found").get(),
         1
     );
+}
+
+#[tokio::test]
+async fn streams_are_created_in_existing_groups_without_the_right_to_create_groups() {
+    let fake = Arc::new(Fake::default());
+    fake.st().deny_create_group = true;
+    fake.st().groups.insert("a".into(), HashMap::new()); // made by Terraform
+    let out = output(cfg("cw-denied-group"), &fake, None);
+    out.write(&chunk(&[(T0, vec![("service", b"a")])]))
+        .await
+        .unwrap();
+    assert_eq!(fake.events("a", "agg-1").len(), 1);
+    // A group that does not exist: the refusal to create it is the error, unrecoverable.
+    let r = out.write(&chunk(&[(T0, vec![("service", b"b")])])).await;
+    match r {
+        Err(WriteError::Unrecoverable(e)) => {
+            assert!(e.to_string().contains("CreateLogGroup"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -574,6 +599,33 @@ async fn records_without_the_message_keys_are_skipped_not_sent() {
     assert_eq!(dl.event_count(), 2);
     assert_eq!(out.stats().rerouted.get("secondary").get(), 2);
     assert_eq!(out.stats().dropped.get("empty_message").get(), 0);
+}
+
+#[tokio::test]
+async fn the_group_prefix_goes_before_record_derived_names_only() {
+    let fake = Arc::new(Fake::default());
+    let mut c = cfg("cw-prefix");
+    c.log_group_name_prefix = "/app/".into();
+    c.fallback_log_group_name = Some("/app/unattributed".into());
+    let out = output(c, &fake, None);
+    out.write(&chunk(&[
+        (T0, vec![("service", b"condor")]),
+        (T0, vec![("other", b"x")]),
+        (T0, vec![("service", b"")]),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(fake.events("/app/condor", "agg-1").len(), 1);
+    assert_eq!(fake.events("/app/unattributed", "agg-1").len(), 2);
+    assert!(fake.st().groups.keys().all(|g| g.starts_with("/app/")));
+
+    let mut c = cfg("cw-prefix-static");
+    c.group = NameSource::Static("/app/x".into());
+    c.log_group_name_prefix = "/app/".into();
+    assert!(c.validate().is_err());
+    let mut c = cfg("cw-prefix-bad");
+    c.log_group_name_prefix = "app:".into();
+    assert!(c.validate().is_err());
 }
 
 #[tokio::test]

@@ -93,6 +93,7 @@ pub fn build(
 
     cfg.remove_log_group_name_key = p.bool("remove_log_group_name_key", false)?;
     cfg.remove_log_stream_name_key = p.bool("remove_log_stream_name_key", false)?;
+    cfg.log_group_name_prefix = p.str_or("log_group_name_prefix", "")?;
     cfg.fallback_log_group_name = p.str("fallback_log_group_name")?;
     cfg.fallback_log_stream_name = Some(p.str_or("fallback_log_stream_name", &ctx.hostname)?);
     cfg.auto_create_stream = p.bool("auto_create_stream", false)?;
