@@ -112,6 +112,12 @@ const TRANSIENT_CODES: &[&str] = &[
     "InternalError",
     "ServiceUnavailable",
     "KMS.ThrottlingException",
+    // A body damaged or cut short in transit (400): the next attempt sends it whole.
+    "IncompleteBody",
+    "BadDigest",
+    "XAmzContentSHA256Mismatch",
+    // A multipart upload aborted or expired under us: the next attempt starts a new one.
+    "NoSuchUpload",
 ];
 
 /// Classifies an error code and HTTP status.
@@ -260,6 +266,21 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_damaged_in_transit_are_retried() {
+        for c in ["IncompleteBody", "BadDigest", "XAmzContentSHA256Mismatch"] {
+            assert_eq!(classify(Some(c), Some(400)), ErrorClass::Transient, "{c}");
+        }
+        assert_eq!(
+            classify(Some("NoSuchUpload"), Some(404)),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            classify(Some("InvalidArgument"), Some(400)),
+            ErrorClass::Data
+        );
+    }
 
     #[test]
     fn the_issue_classes() {
