@@ -126,3 +126,32 @@ async fn a_copy_arriving_while_the_first_is_being_committed_is_stored_once() {
     assert_eq!(mem.event_count(), 1, "stored twice");
     assert_eq!(stats.resends_deduplicated.get(), 1);
 }
+
+/// Two copies of one message in a single write: the second is a duplicate of the first, so its
+/// ack follows the first's commit. When the pipeline refuses, neither is acked (an ack for the
+/// copy would make the client drop data that was never stored).
+#[tokio::test]
+async fn a_copy_in_the_same_read_is_not_acked_when_the_original_is_refused() {
+    let srv = start(cfg("dd-same-read-refused")).await;
+    srv.sink.set_refuse(true);
+    let mut c = srv.connect().await;
+    let mut both = h(V04);
+    both.extend(h(V04));
+    send(&mut c, &both).await;
+    expect_closed_silently(&mut c).await;
+    counter_is("acks_withheld", &srv.stats.acks_withheld, 2).await;
+    counter_is("closed refused", &srv.closed("refused"), 1).await;
+    assert_eq!(srv.stats.acks_sent.get(), 0);
+    assert_eq!(srv.sink.event_count(), 0);
+
+    // Accepted again: stored once, both copies acked in order.
+    srv.sink.set_refuse(false);
+    let mut c = srv.connect().await;
+    send(&mut c, &both).await;
+    let mut want = h(V04_ACK);
+    want.extend(h(V04_ACK));
+    expect_reply(&mut c, &want).await;
+    assert_eq!(srv.events(1).await.len(), 1);
+    assert_eq!(srv.stats.acks_sent.get(), 2);
+    srv.stop().await;
+}

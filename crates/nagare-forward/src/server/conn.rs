@@ -195,8 +195,9 @@ pub async fn serve<S: Transport>(mut io: S, mut peer: Peer, ctx: Arc<Ctx>, mut s
 #[derive(Default)]
 struct Batch {
     groups: Vec<Group>,
-    /// Each message's ack with the group holding its events (`None`: a message with nothing
-    /// to keep, acked once the batch is flushed), in message order.
+    /// Each message's ack with the group holding its events, or the group of the message it
+    /// is a copy of (`None`: a message with nothing to keep, acked once the batch is flushed),
+    /// in message order.
     acks: Vec<(Option<usize>, PendingAck)>,
     /// Resend-dedupe claims of messages with no events to keep, committed with the batch.
     bare_claims: Vec<Claim>,
@@ -213,13 +214,16 @@ struct Group {
 }
 
 impl Batch {
-    /// Whether a message with this dedupe key is already in the batch.
-    fn has_claim(&self, key: super::dedupe::Key) -> bool {
-        self.bare_claims.iter().any(|c| c.key() == key)
-            || self
-                .groups
-                .iter()
-                .any(|g| g.claims.iter().any(|c| c.key() == key))
+    /// Whether a message with this dedupe key is already in the batch, and if so the group
+    /// whose commit decides its fate (`Some(None)`: a bare claim, committed with the batch).
+    fn claim_group(&self, key: super::dedupe::Key) -> Option<Option<usize>> {
+        if self.bare_claims.iter().any(|c| c.key() == key) {
+            return Some(None);
+        }
+        self.groups
+            .iter()
+            .position(|g| g.claims.iter().any(|c| c.key() == key))
+            .map(Some)
     }
 
     /// Adds one message's events (to the group of its tag), claim and ack.
@@ -256,9 +260,10 @@ impl Batch {
     }
 
     /// An ack for a message with nothing to keep (rejected with a chunk, a resend already
-    /// committed).
-    fn add_ack(&mut self, ack: PendingAck) {
-        self.acks.push((None, ack));
+    /// committed: `group` `None`), or for a copy of a message earlier in this batch: `group`
+    /// is then that message's group, so the copy is acked only if the original is committed.
+    fn add_ack(&mut self, group: Option<usize>, ack: PendingAck) {
+        self.acks.push((group, ack));
     }
 
     /// Past [`MAX_BATCH_EVENTS`] events or [`MAX_BATCH_TAGS`] tags: emit now.
@@ -430,7 +435,7 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                     ctx.stats.messages_rejected.inc(reason);
                     ctx.warn(reason, &peer.name, &format!("message rejected: {reason}"));
                     if let Some(c) = chunk {
-                        batch.add_ack(PendingAck::new(c, ctx.stats.acks_withheld.clone()));
+                        batch.add_ack(None, PendingAck::new(c, ctx.stats.acks_withheld.clone()));
                     }
                 }
                 Ok(Parsed::Message(m)) => {
@@ -438,10 +443,13 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                     let mut claim = None;
                     if let (Some(d), Some(c)) = (&ctx.dedupe, &m.chunk) {
                         let key = super::dedupe::Key::new(c, &raw);
-                        let mut check = if batch.has_claim(key) {
-                            Check::Duplicate
-                        } else {
-                            d.try_check(key)
+                        // A copy of a message still in this batch follows the original's fate:
+                        // its ack waits on the original's group. (Claims of earlier reads are
+                        // settled: every read ends with a flush, and a refusal closes.)
+                        let in_batch = batch.claim_group(key);
+                        let mut check = match in_batch {
+                            Some(_) => Check::Duplicate,
+                            None => d.try_check(key),
                         };
                         if let Check::Pending = check {
                             // Another connection is committing this very message. Commit what
@@ -458,8 +466,8 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                             Check::Duplicate | Check::Pending => None,
                         };
                         if claim.is_none() {
-                            // A resend of a message already committed: ack it again, keep
-                            // nothing twice.
+                            // A resend of a message already committed (or being committed in
+                            // this batch): ack it again, keep nothing twice.
                             ctx.stats.resends_deduplicated.inc();
                             ctx.stats.resent_events_skipped.add(m.events.len() as u64);
                             ctx.warn(
@@ -467,10 +475,10 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
                                 &peer.name,
                                 "resent chunk already committed: acked again, not stored twice",
                             );
-                            batch.add_ack(PendingAck::new(
-                                c.clone(),
-                                ctx.stats.acks_withheld.clone(),
-                            ));
+                            batch.add_ack(
+                                in_batch.flatten(),
+                                PendingAck::new(c.clone(), ctx.stats.acks_withheld.clone()),
+                            );
                             continue;
                         }
                     }
