@@ -235,6 +235,44 @@ async fn messages_before_a_decode_error_in_the_same_read_are_committed_and_acked
 
 // ---- keepalive, tags, source fields, size warnings ----------------------------------------
 
+/// Fluent Bit metrics (`fluent_signal: 1`): a cmetrics blob in Packed form, not log entries.
+/// Acked without decoding the blob (even with `skip_invalid_event false`, which would close on
+/// it as an invalid event), counted as `non_log_signal`; the connection stays open.
+#[tokio::test]
+async fn non_log_signal_is_acked_and_counted_even_without_skip_invalid_event() {
+    let mut config = cfg("srv-signal");
+    config.limits.skip_invalid_event = false;
+    let srv = start(config).await;
+    let mut blob = Vec::new();
+    let metrics = rmpv::Value::Map(vec![
+        (s("meta"), rmpv::Value::Map(vec![])),
+        (s("metrics"), rmpv::Value::Array(vec![rmpv::Value::from(1)])),
+    ]);
+    rmpv::encode::write_value(&mut blob, &metrics).unwrap();
+    let message = rmpv::Value::Array(vec![
+        s("fluentbit.metrics"),
+        rmpv::Value::Binary(blob),
+        rmpv::Value::Map(vec![
+            (s("chunk"), s("m1")),
+            (s("size"), rmpv::Value::from(1)),
+            (s("fluent_signal"), rmpv::Value::from(1)),
+        ]),
+    ]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &message).unwrap();
+    let mut c = srv.connect().await;
+    send(&mut c, &bytes).await;
+    expect_reply(&mut c, &ack_for(b"m1")).await;
+    counter_is("non_log_signal", &srv.rejected("non_log_signal"), 1).await;
+    assert_eq!(srv.dropped("entry_not_a_pair").get(), 0);
+    assert_eq!(srv.sink.event_count(), 0);
+    // Still open: a log message after it is stored and acked.
+    send(&mut c, &h(V04)).await;
+    expect_reply(&mut c, &h(V04_REPLY)).await;
+    assert_eq!(srv.events(1).await.len(), 1);
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn deny_keepalive_closes_after_first_message_and_its_ack() {
     let srv = start(InForwardConfig {
@@ -502,6 +540,31 @@ async fn unix_socket_serves_the_same_protocol() {
     let mut t = srv.connect().await;
     send(&mut t, &h(V04)).await;
     expect_reply(&mut t, &h(V04_REPLY)).await;
+    srv.stop().await;
+}
+
+/// The Unix socket shares `max_connections` with TCP: an extra connection is closed, counted
+/// (and logged, rate-limited, like the TCP case).
+#[cfg(unix)]
+#[tokio::test]
+async fn unix_socket_extra_connection_is_closed_at_the_limit() {
+    let dir = TempDir::new("unix-limit");
+    let path = dir.path().join("in_forward.sock");
+    let srv = start(InForwardConfig {
+        unix_path: Some(path.clone()),
+        max_connections: 1,
+        ..cfg("srv-unix-limit")
+    })
+    .await;
+    let mut first = tokio::net::UnixStream::connect(&path).await.unwrap();
+    send(&mut first, &h(V04)).await;
+    expect_reply(&mut first, &h(V04_REPLY)).await; // holds the only slot
+    let mut extra = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let _ = extra.write_all(&h(V04)).await;
+    expect_closed_silently(&mut extra).await;
+    counter_is("connection_limit", &srv.closed("connection_limit"), 1).await;
+    send(&mut first, &h(V04)).await;
+    expect_reply(&mut first, &h(V04_REPLY)).await;
     srv.stop().await;
 }
 

@@ -49,7 +49,8 @@ pub struct Message {
     /// Events dropped while decoding (skip_invalid_event), with the reason of the first.
     pub invalid_events: usize,
     pub invalid_reason: Option<&'static str>,
-    /// `fluent_signal` (0 = logs, 1 = metrics, 2 = traces).
+    /// `fluent_signal`: always 0 (logs) here; any other signal is
+    /// [`Parsed::Rejected`] (`non_log_signal`) without decoding its entries.
     pub signal: u8,
     /// The transport mode the peer used.
     pub mode: Mode,
@@ -71,7 +72,8 @@ pub enum Parsed {
     /// msgpack `nil`: a keepalive/heartbeat no-op (V14).
     Nil,
     /// Not an acceptable message, but the stream is still in sync: count it and keep reading.
-    /// When it carried a `chunk`, ack it: a resend could never succeed (M02, M04, M15).
+    /// When it carried a `chunk`, ack it: a resend could never succeed (M02, M04, M15, and a
+    /// non-zero `fluent_signal`: metrics or traces, which a logs pipeline does not keep).
     Rejected {
         reason: &'static str,
         chunk: Option<Bytes>,
@@ -264,6 +266,16 @@ pub fn parse_message(frame: Bytes, limits: &DecodeLimits) -> Result<Parsed, Deco
             chunk: opts.chunk,
         });
     };
+    if opts.signal != 0 {
+        // Fluent Bit metrics or traces (a cmetrics/ctraces blob, not `[time, record]`
+        // entries): a logs-only pipeline keeps nothing, so the entries are not decoded (they
+        // would fail as invalid events, and close the connection with `skip_invalid_event
+        // false`). Counted and acked: a resend could never succeed.
+        return Ok(Parsed::Rejected {
+            reason: "non_log_signal",
+            chunk: opts.chunk,
+        });
+    }
     let mut ev = Events {
         out: Vec::new(),
         invalid: 0,
@@ -341,13 +353,6 @@ pub fn parse_message(frame: Bytes, limits: &DecodeLimits) -> Result<Parsed, Deco
             }
         }
     }
-    if opts.signal != 0 {
-        // A logs-only pipeline: metrics and traces are acked but not kept.
-        let dropped = ev.out.len();
-        ev.out.clear();
-        ev.invalid += dropped;
-        ev.reason.get_or_insert("non_log_signal");
-    }
     Ok(Parsed::Message(Message {
         tag,
         events: ev.out,
@@ -417,6 +422,49 @@ mod tests {
     fn m14_garbage_in_packed_stream_rejects_whole_message() {
         let r = parse_hex("93a174c40c92d7000000000000000000c181a56368756e6bb841414543417751464267634943516f4c4441304f44773d3d");
         assert!(matches!(r, Err(DecodeError::Malformed(_))), "{r:?}");
+    }
+
+    /// `[tag, bin(blob), {"chunk": "m1", "fluent_signal": signal}]`, the blob a map like a
+    /// cmetrics payload (not `[time, record]` entries).
+    fn signal_message(signal: u8) -> Bytes {
+        use rmpv::Value;
+        let mut blob = Vec::new();
+        let metrics = Value::Map(vec![
+            (Value::from("meta"), Value::Map(vec![])),
+            (Value::from("metrics"), Value::Array(vec![Value::from(1)])),
+        ]);
+        rmpv::encode::write_value(&mut blob, &metrics).unwrap();
+        let msg = Value::Array(vec![
+            Value::from("fluentbit.metrics"),
+            Value::Binary(blob),
+            Value::Map(vec![
+                (Value::from("chunk"), Value::from("m1")),
+                (Value::from("fluent_signal"), Value::from(signal)),
+            ]),
+        ]);
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &msg).unwrap();
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn non_log_signal_is_rejected_with_its_chunk_without_decoding_entries() {
+        for skip_invalid_event in [true, false] {
+            let limits = DecodeLimits {
+                skip_invalid_event,
+                ..Default::default()
+            };
+            for signal in [1, 2] {
+                assert_eq!(
+                    parse_message(signal_message(signal), &limits),
+                    Ok(Parsed::Rejected {
+                        reason: "non_log_signal",
+                        chunk: Some(Bytes::from_static(b"m1")),
+                    }),
+                    "signal {signal}, skip_invalid_event {skip_invalid_event}"
+                );
+            }
+        }
     }
 
     /// A packed entry may nest as deep as a scan of the whole entry allows (MAX_DEPTH open

@@ -167,6 +167,11 @@ async fn accept_tcp(
                         }
                         Err(_) => {
                             ctx.stats.connections_closed.inc("tls_handshake_timeout");
+                            ctx.warn(
+                                "tls_handshake_timeout",
+                                &peer.name,
+                                "TLS handshake timed out; closing connection",
+                            );
                         }
                     }
                 }
@@ -198,6 +203,11 @@ async fn accept_unix(
         ctx.stats.connections_accepted.inc();
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             ctx.stats.connections_closed.inc("connection_limit");
+            ctx.warn(
+                "connection_limit",
+                &conn::Peer::unix().name,
+                "connection limit reached; closing new connection",
+            );
             continue;
         };
         let (ctx, sd) = (ctx.clone(), shutdown.clone());
