@@ -4,12 +4,17 @@
 //! check takes an aggregator that cannot deliver out of rotation.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Default)]
 struct OutputHealth {
     failing_since: Option<Instant>,
+    /// The latest failure: a failure period whose last failure is older than the quiet window
+    /// is over (an output whose failed chunk went to its secondary or quarantine may well write
+    /// nothing for a while: no success would ever clear it).
+    last_failure: Option<Instant>,
     last_error: String,
     buffer_used: u64,
     buffer_limit: u64,
@@ -25,10 +30,30 @@ fn with<R>(id: &str, f: impl FnOnce(&mut OutputHealth) -> R) -> R {
     f(r.entry(id.to_string()).or_default())
 }
 
-/// A write failed (the failure period starts now unless it already started).
+/// The shortest quiet window: a failure period ends after this long without a failure, or
+/// after `max_failing` when that is longer.
+pub const MIN_QUIET: Duration = Duration::from_secs(60);
+
+/// The quiet window of the thresholds last checked, in milliseconds.
+static QUIET_MS: AtomicU64 = AtomicU64::new(MIN_QUIET.as_millis() as u64);
+
+fn quiet_window(t: &Thresholds) -> Duration {
+    t.max_failing.max(MIN_QUIET)
+}
+
+/// A write failed (the failure period starts now unless it already started and its last
+/// failure is within the quiet window).
 pub fn output_failed(id: &str, error: &str) {
+    let quiet = Duration::from_millis(QUIET_MS.load(Ordering::Relaxed));
     with(id, |h| {
-        h.failing_since.get_or_insert_with(Instant::now);
+        let now = Instant::now();
+        if h.last_failure
+            .is_some_and(|l| now.duration_since(l) >= quiet)
+        {
+            h.failing_since = None;
+        }
+        h.failing_since.get_or_insert(now);
+        h.last_failure = Some(now);
         h.last_error = error.chars().take(300).collect();
     })
 }
@@ -73,11 +98,18 @@ impl Default for Thresholds {
     }
 }
 
-/// `Ok(())` when healthy, else the reasons.
+/// `Ok(())` when healthy, else the reasons. An output is failing from its first failed write
+/// until a write succeeds or no write has failed for the quiet window (`max_failing`, at least
+/// [`MIN_QUIET`]); it makes `/health` unhealthy once that has lasted `max_failing`.
 pub fn check(t: &Thresholds) -> Result<(), Vec<String>> {
-    let r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    let quiet = quiet_window(t);
+    QUIET_MS.store(quiet.as_millis() as u64, Ordering::Relaxed);
+    let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
     let mut reasons = Vec::new();
-    for (id, h) in r.iter() {
+    for (id, h) in r.iter_mut() {
+        if h.last_failure.is_some_and(|l| l.elapsed() >= quiet) {
+            h.failing_since = None;
+        }
         if let Some(since) = h.failing_since {
             let d = since.elapsed();
             if d >= t.max_failing {
@@ -127,5 +159,40 @@ mod tests {
         assert!(check(&t).is_ok(), "a forgotten output is not reported");
         buffer_usage("h-test-1", 10, 100);
         assert!(check(&t).is_ok());
+    }
+
+    /// One failed chunk handed to the secondary, then nothing to write: no success will come,
+    /// so the failure period ends once the quiet window has passed without another failure.
+    #[test]
+    fn a_failure_period_ends_after_a_quiet_window() {
+        let t = Thresholds {
+            max_failing: Duration::ZERO,
+            max_buffer_ratio: 1.0,
+        };
+        let id = "h-test-quiet";
+        output_failed(id, "AccessDenied");
+        let unhealthy = |t: &Thresholds| check(t).is_err_and(|r| r.iter().any(|r| r.contains(id)));
+        assert!(unhealthy(&t));
+        // The last failure is older than the window: over.
+        with(id, |h| {
+            let past = Instant::now() - (MIN_QUIET + Duration::from_secs(1));
+            h.last_failure = Some(past);
+            h.failing_since = Some(past);
+        });
+        assert!(!unhealthy(&t));
+        // A new failure starts a new period, not the old one's.
+        output_failed(id, "AccessDenied");
+        let t5 = Thresholds {
+            max_failing: Duration::from_secs(300),
+            max_buffer_ratio: 1.0,
+        };
+        assert!(!unhealthy(&t5), "a fresh period is not 5 minutes old");
+        // Failures that keep coming keep it failing.
+        with(id, |h| {
+            h.failing_since = Some(Instant::now() - Duration::from_secs(301))
+        });
+        output_failed(id, "AccessDenied");
+        assert!(unhealthy(&t5));
+        forget(id);
     }
 }
