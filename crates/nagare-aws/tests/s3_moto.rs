@@ -5,6 +5,7 @@
 mod s3_common;
 
 use aws_sdk_s3::types::StorageClass;
+use nagare_aws::out_s3::upload::AbortOnDrop;
 use nagare_aws::out_s3::{S3Config, S3Output, StoreAs};
 use nagare_buffer::secondary::{SecondaryFile, SecondaryFileConfig};
 use nagare_buffer::{Buffer, BufferConfig};
@@ -219,6 +220,53 @@ async fn large_chunks_go_up_in_parts() {
         "no upload left open: {:?}",
         ups.uploads()
     );
+}
+
+/// A multipart write cancelled mid-way (the drain deadline drops in-flight writes) runs no
+/// failure path: the guard it holds aborts the upload when dropped.
+#[tokio::test]
+async fn a_cancelled_multipart_upload_is_aborted() {
+    let Some(m) = moto::moto() else { return };
+    let bucket = bucket("cancel");
+    let raw = raw_client(&m.endpoint).await;
+    raw.create_bucket().bucket(&bucket).send().await.unwrap();
+    let up = raw
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("k.gz")
+        .send()
+        .await
+        .unwrap();
+    let open = || async {
+        raw.list_multipart_uploads()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap()
+            .uploads()
+            .len()
+    };
+    assert_eq!(open().await, 1);
+    // Disarmed: nothing happens.
+    let mut g = AbortOnDrop::new(&raw, &bucket, "k.gz", up.upload_id().unwrap());
+    g.disarm();
+    drop(g);
+    // Armed, as a cancelled write leaves it.
+    drop(AbortOnDrop::new(
+        &raw,
+        &bucket,
+        "k.gz",
+        up.upload_id().unwrap(),
+    ));
+    let mut left = open().await;
+    for _ in 0..100 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = open().await;
+    }
+    assert_eq!(left, 0, "the cancelled upload was aborted");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Conditional uploads: `PutObject` with `If-None-Match: *`, or a multipart upload completed
-//! with `If-None-Match: *` and aborted on any failure (parts are never left behind to be
-//! billed; a lifecycle rule `AbortIncompleteMultipartUpload` is still advised for crashes).
+//! with `If-None-Match: *` and aborted on any failure, and when the write is cancelled (the
+//! drain deadline at shutdown) by [`AbortOnDrop`]: parts are not left behind to be billed. A
+//! lifecycle rule `AbortIncompleteMultipartUpload` is still advised for crashes.
 
 use super::errors::{self, StoreError};
 use super::store::{Multipart, PutOutcome, PutRequest, CHUNK_ID_META};
@@ -88,7 +89,9 @@ pub async fn multipart(
         .await
         .map_err(|e| errors::from_sdk("CreateMultipartUpload", target.clone(), &e))?;
     let upload_id = created.upload_id().unwrap_or_default().to_string();
+    let mut guard = AbortOnDrop::new(client, bucket, req.key, &upload_id);
     let res = upload_parts_and_complete(client, bucket, req, &upload_id, mp, &target).await;
+    guard.disarm();
     if !matches!(res, Ok(PutOutcome::Created)) {
         let abort = client
             .abort_multipart_upload()
@@ -105,6 +108,55 @@ pub async fn multipart(
         }
     }
     res
+}
+
+/// Aborts a multipart upload when dropped armed: the write future was cancelled between
+/// `CreateMultipartUpload` and the end of the upload (the drain deadline at shutdown cancels
+/// in-flight writes), so no failure path ran. The abort is spawned on the current runtime,
+/// best effort: a runtime that is itself shutting down may not run it.
+pub struct AbortOnDrop {
+    armed: Option<(aws_sdk_s3::Client, String, String, String)>,
+}
+
+impl AbortOnDrop {
+    pub fn new(client: &aws_sdk_s3::Client, bucket: &str, key: &str, upload_id: &str) -> Self {
+        AbortOnDrop {
+            armed: Some((client.clone(), bucket.into(), key.into(), upload_id.into())),
+        }
+    }
+
+    /// The upload ended (completed, or its failure path aborts it): nothing to do on drop.
+    pub fn disarm(&mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some((client, bucket, key, upload_id)) = self.armed.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(bucket = %bucket, key = %key, upload_id = %upload_id, "multipart upload cancelled outside a runtime: not aborted, its parts stay billed until a lifecycle rule removes them");
+            return;
+        };
+        tracing::info!(bucket = %bucket, key = %key, upload_id = %upload_id, "multipart upload cancelled: aborting it");
+        rt.spawn(async move {
+            let r = client
+                .abort_multipart_upload()
+                .bucket(&bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            if let Err(e) = r {
+                let se = errors::from_sdk("AbortMultipartUpload", format!("s3://{bucket}/{key}"), &e);
+                if se.code != "NoSuchUpload" {
+                    tracing::warn!(upload_id = %upload_id, error = %se, "could not abort a cancelled multipart upload: its parts stay billed until a lifecycle rule removes them");
+                }
+            }
+        });
+    }
 }
 
 async fn upload_parts_and_complete(
