@@ -422,6 +422,72 @@ async fn partial_frame_timeout_closes_a_stalled_frame() {
     srv.stop().await;
 }
 
+/// `read_buffer_total_limit`: past its first 64 KiB a connection's read buffer draws on a
+/// limit shared by all connections. One message bigger than the whole limit waits for room,
+/// then closes without ack; small messages on other connections never wait; the closed
+/// connection's share comes back.
+#[tokio::test]
+async fn read_buffer_total_limit_caps_large_partial_messages() {
+    let srv = start(InForwardConfig {
+        read_buffer_total_limit: 256 * 1024,
+        partial_frame_timeout: Duration::from_millis(300),
+        ..cfg("srv-read-budget")
+    })
+    .await;
+    let big = "x".repeat(600 * 1024);
+    let mut a = srv.connect().await;
+    send(&mut a, &msg_with("app.big", "A", &[("log", &big)])).await;
+    expect_closed_silently(&mut a).await;
+    counter_is("memory_limit", &srv.closed("memory_limit"), 1).await;
+
+    let mut c = srv.connect().await;
+    send(&mut c, &msg("app.small", "C")).await;
+    expect_reply(&mut c, &ack_for(b"C")).await;
+
+    // 150 KiB needs about 192 KiB of the 256: there only if the closed connection gave its
+    // share back.
+    let mid = "y".repeat(150 * 1024);
+    let mut d = srv.connect().await;
+    send(&mut d, &msg_with("app.mid", "D", &[("log", &mid)])).await;
+    expect_reply(&mut d, &ack_for(b"D")).await;
+    srv.events(2).await;
+    srv.stop().await;
+}
+
+/// Two large messages that do not fit together: the second waits (reading nothing) until the
+/// first is complete and its buffer shrinks, then goes on. Nothing is closed.
+#[tokio::test]
+async fn a_large_message_waits_for_room_another_one_frees() {
+    let srv = start(InForwardConfig {
+        // Each 200 KiB message needs 192 KiB past its first 64: both do not fit in 288.
+        read_buffer_total_limit: 288 * 1024,
+        partial_frame_timeout: Duration::from_secs(5),
+        ..cfg("srv-read-budget-wait")
+    })
+    .await;
+    let body = "z".repeat(200 * 1024);
+    let ma = msg_with("app.a", "A", &[("log", &body)]);
+    let mb = msg_with("app.b", "B", &[("log", &body)]);
+    let (ha, ta) = ma.split_at(ma.len() - 1000);
+    let (hb, tb) = mb.split_at(mb.len() - 1000);
+    let mut a = srv.connect().await;
+    send(&mut a, ha).await;
+    eventually("a holds its share", || {
+        srv.stats.bytes.get() >= ha.len() as u64
+    })
+    .await;
+    let mut b = srv.connect().await;
+    send(&mut b, hb).await;
+    counter_is("b waits", &srv.stats.read_buffer_waits, 1).await;
+    send(&mut a, ta).await;
+    expect_reply(&mut a, &ack_for(b"A")).await;
+    send(&mut b, tb).await;
+    expect_reply(&mut b, &ack_for(b"B")).await;
+    srv.events(2).await;
+    assert_eq!(srv.stats.connections_closed.total(), 0);
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn idle_connection_between_messages_is_not_closed() {
     let mut config = short_timeout("srv-idle");

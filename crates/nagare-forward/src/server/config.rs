@@ -13,6 +13,12 @@ pub const DEFAULT_BIND: &str = "0.0.0.0";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default time a half-received frame may wait for its next byte.
 pub const DEFAULT_PARTIAL_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default cap on the read buffers of all connections together, past each one's first
+/// [`READ_BUFFER_FREE`] bytes (`read_buffer_total_limit`).
+pub const DEFAULT_READ_BUFFER_TOTAL_LIMIT: usize = 256 * 1024 * 1024;
+/// What a connection's read buffer may hold without drawing on the shared limit: small
+/// messages (the Docker driver's) never wait for it.
+pub const READ_BUFFER_FREE: usize = 64 * 1024;
 /// Default time for a peer to finish the security handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -67,6 +73,12 @@ pub struct InForwardConfig {
     /// for this long is closed. Idle connections between messages are never closed: Docker
     /// keeps one connection per container for its whole life.
     pub partial_frame_timeout: Duration,
+    /// `read_buffer_total_limit` (Nagare): the read buffers of all connections together, past
+    /// each one's first 64 KiB. A connection whose message in progress needs more waits for
+    /// room (it stops reading: TCP back-pressure) for at most `partial_frame_timeout`, then is
+    /// closed without ack (`memory_limit`). Caps what many large partial messages can hold:
+    /// `max_connections` x `chunk_size_limit` alone is 128 GiB by default.
+    pub read_buffer_total_limit: usize,
     /// `<security>`: the HELO/PING/PONG handshake.
     pub security: Option<ServerSecurity>,
     /// `handshake_timeout`: time for a peer to send its PING.
@@ -101,6 +113,7 @@ impl Default for InForwardConfig {
             linger_timeout: Some(Duration::ZERO),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             partial_frame_timeout: DEFAULT_PARTIAL_FRAME_TIMEOUT,
+            read_buffer_total_limit: DEFAULT_READ_BUFFER_TOTAL_LIMIT,
             security: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             tls: None,

@@ -13,9 +13,11 @@
 //!   client resends: back-pressure travels upstream.
 //! * Memory per connection: the read buffer holds at most one frame (`chunk_size_limit`),
 //!   plus the current batch; an incomplete frame with no progress for `partial_frame_timeout`
-//!   closes the connection.
+//!   closes the connection. Past its first 64 KiB a read buffer draws on
+//!   `read_buffer_total_limit`, shared by all connections ([`BufferShare`]): without room a
+//!   connection stops reading, and closes (`memory_limit`) after `partial_frame_timeout`.
 
-use super::config::InForwardConfig;
+use super::config::{InForwardConfig, READ_BUFFER_FREE};
 use super::dedupe::{Check, Claim, Dedupe};
 use super::stats::InForwardStats;
 use crate::codec::handshake::{random16, Helo, Ping, Pong, ServerSecurity};
@@ -29,6 +31,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
@@ -96,6 +99,8 @@ pub struct Ctx {
     pub sink: Arc<dyn EventSink>,
     /// Committed (chunk, digest) pairs, shared by every connection.
     pub dedupe: Option<Arc<Dedupe>>,
+    /// `read_buffer_total_limit` in KiB permits, shared by every connection.
+    read_budget: Arc<Semaphore>,
     limiter: LogLimiter,
 }
 
@@ -104,11 +109,13 @@ impl Ctx {
         let dedupe = cfg
             .dedupe_resends
             .then(|| Arc::new(Dedupe::new(cfg.dedupe_window, cfg.dedupe_max_entries)));
+        let kib = (cfg.read_buffer_total_limit / 1024).clamp(1, Semaphore::MAX_PERMITS);
         Ctx {
             cfg,
             stats,
             sink,
             dedupe,
+            read_budget: Arc::new(Semaphore::new(kib)),
             limiter: LogLimiter::default(),
         }
     }
@@ -338,13 +345,82 @@ impl Batch {
     }
 }
 
+/// The share of `read_buffer_total_limit` one connection's read buffer holds, in KiB; given
+/// back when the buffer shrinks and when the connection ends.
+struct BufferShare {
+    budget: Arc<Semaphore>,
+    kib: usize,
+}
+
+impl BufferShare {
+    fn new(ctx: &Ctx) -> Self {
+        BufferShare {
+            budget: ctx.read_budget.clone(),
+            kib: 0,
+        }
+    }
+
+    fn kib_for(bytes: usize) -> usize {
+        bytes.saturating_sub(READ_BUFFER_FREE).div_ceil(1024)
+    }
+
+    /// Gives back what a buffer of `bytes` no longer needs.
+    fn shrink_to(&mut self, bytes: usize) {
+        let keep = Self::kib_for(bytes);
+        if keep < self.kib {
+            self.budget.add_permits(self.kib - keep);
+            self.kib = keep;
+        }
+    }
+
+    /// Takes what a buffer of `bytes` needs, waiting for room at most `wait`.
+    async fn grow_to(
+        &mut self,
+        bytes: usize,
+        ctx: &Ctx,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), Close> {
+        let wait = ctx.cfg.partial_frame_timeout;
+        let want = Self::kib_for(bytes).saturating_sub(self.kib);
+        if want == 0 {
+            return Ok(());
+        }
+        let n = u32::try_from(want).map_err(|_| Close::Error("memory_limit"))?;
+        let permits = match self.budget.try_acquire_many(n) {
+            Ok(p) => p,
+            Err(_) => {
+                ctx.stats.read_buffer_waits.inc();
+                let acquire = tokio::time::timeout(wait, self.budget.acquire_many(n));
+                tokio::select! {
+                    r = acquire => match r {
+                        Ok(Ok(p)) => p,
+                        _ => return Err(Close::Error("memory_limit")),
+                    },
+                    _ = shutdown.wait() => return Err(Close::Graceful),
+                }
+            }
+        };
+        permits.forget();
+        self.kib += want;
+        Ok(())
+    }
+}
+
+impl Drop for BufferShare {
+    fn drop(&mut self) {
+        self.budget.add_permits(self.kib);
+    }
+}
+
 async fn read_more<S: Transport>(
     io: &mut S,
     buf: &mut BytesMut,
+    share: &mut BufferShare,
     ctx: &Ctx,
     shutdown: &mut Shutdown,
     deadline: Option<Duration>,
 ) -> Result<usize, Close> {
+    share.shrink_to(buf.capacity());
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         // Room for as much again as the partial message already held (at least a read's
         // worth): a large message grows the buffer geometrically. Growing by a fixed 64 KiB
@@ -352,7 +428,11 @@ async fn read_more<S: Transport>(
         // buffer (a PackedForward message of 450 KB was copied about 3 times over).
         // Never past what the largest allowed frame still needs.
         let room_left = ctx.cfg.limits.max_frame.saturating_sub(buf.len());
-        buf.reserve(buf.len().min(room_left).max(READ_CHUNK));
+        let more = buf.len().min(room_left).max(READ_CHUNK);
+        // Past its first 64 KiB, a buffer draws on the limit all connections share; without
+        // room it stops reading (back-pressure) and, at the partial-frame timeout, closes.
+        share.grow_to(buf.len() + more, ctx, shutdown).await?;
+        buf.reserve(more);
     }
     let read = async {
         match deadline {
@@ -376,9 +456,20 @@ async fn read_more<S: Transport>(
 
 async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Shutdown) -> Close {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut share = BufferShare::new(ctx);
     let mut framer = Framer::new();
     if let Some(sec) = &ctx.cfg.security {
-        if let Err(c) = handshake(io, &mut buf, &mut framer, peer, ctx, sec, shutdown).await {
+        let hs = handshake(
+            io,
+            &mut buf,
+            &mut share,
+            &mut framer,
+            peer,
+            ctx,
+            sec,
+            shutdown,
+        );
+        if let Err(c) = hs.await {
             return c;
         }
     }
@@ -392,7 +483,19 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
     loop {
         if !std::mem::take(&mut unread) {
             let deadline = (!buf.is_empty()).then_some(ctx.cfg.partial_frame_timeout);
-            if let Err(c) = read_more(io, &mut buf, ctx, shutdown, deadline).await {
+            if let Err(c) = read_more(io, &mut buf, &mut share, ctx, shutdown, deadline).await {
+                if matches!(c, Close::Error("memory_limit")) {
+                    ctx.warn(
+                        "memory_limit",
+                        &peer.name,
+                        &format!(
+                            "read_buffer_total_limit reached: a message of over {} bytes \
+                             waited {:?} for room; closing the connection without ack",
+                            buf.len(),
+                            ctx.cfg.partial_frame_timeout
+                        ),
+                    );
+                }
                 if !buf.is_empty() && matches!(c, Close::Peer) {
                     // M01: an incomplete message at EOF is dropped, not acked.
                     ctx.stats.messages_rejected.inc("truncated_at_eof");
@@ -585,9 +688,11 @@ fn add_source_fields(ctx: &Ctx, peer: &Peer, events: &mut [Event]) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handshake<S: Transport>(
     io: &mut S,
     buf: &mut BytesMut,
+    share: &mut BufferShare,
     framer: &mut Framer,
     peer: &Peer,
     ctx: &Ctx,
@@ -612,12 +717,19 @@ async fn handshake<S: Transport>(
             Err(e) => return Err(Close::Error(e.reason())),
         }
         // A transport heartbeat connects, handshakes and closes; EOF here is normal.
-        read_more(io, buf, ctx, shutdown, Some(ctx.cfg.handshake_timeout))
-            .await
-            .map_err(|c| match c {
-                Close::Error("partial_frame_timeout") => Close::Error("handshake_timeout"),
-                c => c,
-            })?;
+        read_more(
+            io,
+            buf,
+            share,
+            ctx,
+            shutdown,
+            Some(ctx.cfg.handshake_timeout),
+        )
+        .await
+        .map_err(|c| match c {
+            Close::Error("partial_frame_timeout") => Close::Error("handshake_timeout"),
+            c => c,
+        })?;
     };
     let verdict = match Ping::decode(&frame) {
         Ok(ping) => sec.check_ping(
