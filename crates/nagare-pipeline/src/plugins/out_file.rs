@@ -774,7 +774,10 @@ impl FileOutput {
         Ok(())
     }
 
-    fn write_path(&self, files: &mut Files, rendered: &str, data: &[u8]) -> std::io::Result<()> {
+    /// Appends `data` to the file of `rendered`; returns the file's length before, for
+    /// [`Self::cut_back`]. A failed write is cut back itself: no partial line (or partial gzip
+    /// member, which would hide every member after it from most readers) stays behind.
+    fn write_path(&self, files: &mut Files, rendered: &str, data: &[u8]) -> std::io::Result<u64> {
         self.open(files, rendered)?;
         files.tick += 1;
         let tick = files.tick;
@@ -783,6 +786,7 @@ impl FileOutput {
             .get_mut(rendered)
             .ok_or(std::io::ErrorKind::NotFound)?;
         f.used = tick;
+        let before = f.file.metadata()?.len();
         let res = if self.gzip {
             let mut enc = GzEncoder::new(
                 Vec::with_capacity(data.len() / 4 + 64),
@@ -795,10 +799,28 @@ impl FileOutput {
             f.file.write_all(data)
         };
         if res.is_err() {
+            let _ = f.file.set_len(before);
             // Reopen next time (the file may have been removed or the disk full).
             files.open.remove(rendered);
         }
-        res
+        res.map(|()| before)
+    }
+
+    /// Cuts the file of `rendered` back to `len`: an emit that failed part-way takes back what
+    /// it wrote to its other paths, so the buffer's retry writes every line once. (As Fluentd's
+    /// out_file, this process is taken to be the file's only writer.)
+    fn cut_back(&self, files: &Files, rendered: &str, len: u64) {
+        let path = match files.created.get(rendered) {
+            Some(actual) if !self.append => actual.clone(),
+            _ => PathBuf::from(rendered),
+        };
+        let r = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(len));
+        if let Err(e) = r {
+            tracing::warn!(plugin_id = %self.id, path = %path.display(), error = %e, "file output: could not take back the lines of a failed write; the retry writes them again");
+        }
     }
 }
 
@@ -834,13 +856,20 @@ impl OutputPlugin for FileOutput {
             self.invalid_utf8.add(st.invalid_utf8 as u64);
         }
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut written: Vec<(String, u64)> = Vec::new();
         for (path, data) in batches {
-            if let Err(e) = self.write_path(&mut files, &path, &data) {
-                self.errors.inc("write_failed");
-                if let Some(suppressed) = self.limiter.check("write_failed") {
-                    tracing::warn!(plugin_id = %self.id, path, error = %e, suppressed, "file output: write failed");
+            match self.write_path(&mut files, &path, &data) {
+                Ok(before) => written.push((path, before)),
+                Err(e) => {
+                    self.errors.inc("write_failed");
+                    if let Some(suppressed) = self.limiter.check("write_failed") {
+                        tracing::warn!(plugin_id = %self.id, path, error = %e, suppressed, "file output: write failed");
+                    }
+                    for (p, len) in &written {
+                        self.cut_back(&files, p, *len);
+                    }
+                    return Err(EmitError::new("file_write_failed"));
                 }
-                return Err(EmitError::new("file_write_failed"));
             }
         }
         Ok(Committed::new())
@@ -916,6 +945,36 @@ mod tests {
         assert_eq!(h1, "2023-11-14T22:13:20+00:00\tapp.web\t{\"a\":\"1\"}\n");
         let h2 = std::fs::read_to_string(d.join("app.web/2023111423.log")).unwrap();
         assert!(h2.contains("{\"a\":\"2\"}"));
+    }
+
+    /// An emit that writes two files and fails on the second takes back what it wrote to the
+    /// first: the retry writes every line once.
+    #[tokio::test]
+    async fn a_failed_emit_leaves_no_lines_behind_for_the_retry_to_duplicate() {
+        let d = tmp("partial");
+        let o = out(&format!(
+            "<match **>\n  @type file\n  path {}/%H/x.log\n  append true\n  <buffer>\n  </buffer>\n</match>\n",
+            d.display()
+        ));
+        // The second hour's directory cannot be made: a plain file is in its place.
+        std::fs::write(d.join("23"), b"").unwrap();
+        let stream = || {
+            EventStream::new(
+                "t".into(),
+                vec![
+                    ev(1_700_000_000, &[("a", "1")]),
+                    ev(1_700_003_600, &[("a", "2")]),
+                ],
+            )
+        };
+        assert!(o.emit(stream()).await.is_err());
+        assert_eq!(std::fs::read(d.join("22/x.log")).unwrap(), b"");
+        std::fs::remove_file(d.join("23")).unwrap();
+        o.emit(stream()).await.unwrap();
+        let h22 = std::fs::read_to_string(d.join("22/x.log")).unwrap();
+        assert_eq!(h22.lines().count(), 1, "{h22}");
+        let h23 = std::fs::read_to_string(d.join("23/x.log")).unwrap();
+        assert_eq!(h23.lines().count(), 1, "{h23}");
     }
 
     #[tokio::test]
