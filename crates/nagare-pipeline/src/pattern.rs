@@ -5,17 +5,19 @@
 
 use regex::bytes::Regex;
 
+/// One piece of fluentd's `GlobMatchPattern` regex, matched in order against the whole tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tok {
     Lit(Vec<u8>),
-    /// `*`: any run of bytes without a dot.
+    /// `*`: any run of bytes without a dot (`[^.]*`).
     Star,
-    /// `**` not preceded by a dot and not followed by one: anything.
+    /// `**` not followed by a dot: anything (`.*`).
     Any,
-    /// `.**` (dot before): end of tag, or a dot and anything.
-    DotAny,
-    /// `**.` (dot after, at the very start): nothing, or anything ending in a dot.
-    AnyDot,
+    /// After `a.` when `**` follows: the end of the tag or a dot comes next, nothing is
+    /// consumed (fluentd's `(?![^.])`); the dot before `**` is not a literal.
+    DotOrEnd,
+    /// `**.`: the start of the tag, or anything ending in a dot (`(?:.*\.|\A)`).
+    AnyDotOrStart,
 }
 
 #[derive(Debug, Clone)]
@@ -106,10 +108,15 @@ fn expand(p: &str) -> Result<Vec<String>, String> {
     Ok(vec![p.to_string()])
 }
 
+/// Translates a glob (after `{}` expansion) the way fluentd's `GlobMatchPattern#initialize`
+/// builds its regex: a `.` is held back until the next character; `.` then `**` becomes
+/// `(?![^.])`, `**.` becomes `(?:.*\.|\A)`, another `**` `.*`, `*` `[^.]*`.
 fn tokenize(p: &str) -> Vec<Tok> {
     let b = p.as_bytes();
     let mut toks = Vec::new();
     let mut lit = Vec::new();
+    // An unescaped `.` seen but not yet emitted (fluentd's `dot`).
+    let mut dot = false;
     let mut i = 0;
     let flush = |lit: &mut Vec<u8>, toks: &mut Vec<Tok>| {
         if !lit.is_empty() {
@@ -118,31 +125,29 @@ fn tokenize(p: &str) -> Vec<Tok> {
     };
     while i < b.len() {
         let c = b[i];
-        if c == b'\\' && i + 1 < b.len() {
-            lit.push(b[i + 1]);
-            i += 2;
-        } else if c == b'*' && b.get(i + 1) == Some(&b'*') {
-            let dot_before = lit.last() == Some(&b'.');
-            if dot_before {
-                lit.pop();
-            }
+        if c == b'*' && b.get(i + 1) == Some(&b'*') {
             flush(&mut lit, &mut toks);
-            let dot_after = b.get(i + 2) == Some(&b'.');
-            if dot_before {
-                toks.push(Tok::DotAny);
-                i += 2;
-            } else if dot_after && toks.is_empty() {
-                toks.push(Tok::AnyDot);
-                i += 3;
-            } else if dot_after {
-                // `x**.y`: anything ending with a dot.
-                toks.push(Tok::Any);
-                lit.push(b'.');
+            if std::mem::take(&mut dot) {
+                toks.push(Tok::DotOrEnd);
+            }
+            if b.get(i + 2) == Some(&b'.') {
+                toks.push(Tok::AnyDotOrStart);
                 i += 3;
             } else {
                 toks.push(Tok::Any);
                 i += 2;
             }
+            continue;
+        }
+        if std::mem::take(&mut dot) {
+            lit.push(b'.');
+        }
+        if c == b'\\' && i + 1 < b.len() {
+            lit.push(b[i + 1]);
+            i += 2;
+        } else if c == b'.' {
+            dot = true;
+            i += 1;
         } else if c == b'*' {
             flush(&mut lit, &mut toks);
             toks.push(Tok::Star);
@@ -152,31 +157,32 @@ fn tokenize(p: &str) -> Vec<Tok> {
             i += 1;
         }
     }
+    if dot {
+        lit.push(b'.');
+    }
     flush(&mut lit, &mut toks);
     toks
 }
 
-fn m(toks: &[Tok], s: &[u8]) -> bool {
+/// Backtracking match of `toks` against `tag[pos..]` (anchored at both ends, as fluentd's
+/// `\A...\z`).
+fn m(toks: &[Tok], tag: &[u8], pos: usize) -> bool {
     let Some((t, rest)) = toks.split_first() else {
-        return s.is_empty();
+        return pos == tag.len();
     };
+    let s = &tag[pos..];
     match t {
-        Tok::Lit(l) => s.starts_with(l) && m(rest, &s[l.len()..]),
+        Tok::Lit(l) => s.starts_with(l) && m(rest, tag, pos + l.len()),
         Tok::Star => {
             let max = s.iter().position(|&c| c == b'.').unwrap_or(s.len());
-            (0..=max).any(|k| m(rest, &s[k..]))
+            (0..=max).any(|k| m(rest, tag, pos + k))
         }
-        Tok::Any => (0..=s.len()).any(|k| m(rest, &s[k..])),
-        Tok::DotAny => {
-            if s.is_empty() {
-                m(rest, s)
-            } else if s[0] == b'.' {
-                (1..=s.len()).any(|k| m(rest, &s[k..])) || m(rest, &s[1..])
-            } else {
-                false
-            }
+        Tok::Any => (0..=s.len()).any(|k| m(rest, tag, pos + k)),
+        Tok::DotOrEnd => matches!(s.first(), None | Some(b'.')) && m(rest, tag, pos),
+        Tok::AnyDotOrStart => {
+            (pos == 0 && m(rest, tag, pos))
+                || (1..=s.len()).any(|k| s[k - 1] == b'.' && m(rest, tag, pos + k))
         }
-        Tok::AnyDot => m(rest, s) || (1..=s.len()).any(|k| s[k - 1] == b'.' && m(rest, &s[k..])),
     }
 }
 
@@ -187,10 +193,10 @@ fn glob_matches(toks: &[Tok], tag: &[u8]) -> bool {
     match toks {
         [Tok::Any] => true,
         [Tok::Lit(l)] => tag == &l[..],
-        [Tok::Lit(l), Tok::DotAny] => {
+        [Tok::Lit(l), Tok::DotOrEnd, Tok::Any] => {
             tag.starts_with(l) && (tag.len() == l.len() || tag[l.len()] == b'.')
         }
-        _ => m(toks, tag),
+        _ => m(toks, tag, 0),
     }
 }
 
@@ -260,5 +266,44 @@ mod tests {
         assert!(yes("/docker\\.[a-z]+/", "docker.web"));
         assert!(!yes("/docker\\.[a-z]+/", "docker.web.x"));
         assert!(yes("a.*.c", "a..c"));
+        // `**` between two parts matches zero or more parts.
+        assert!(yes("a.**.b", "a.b"));
+        assert!(yes("a.**.b", "a.x.y.b"));
+        assert!(!yes("a.**.b", "a.xb"));
+        assert!(!yes("a.**.b", "ab"));
+        assert!(!yes("a.**.b", "a.b.c"));
+        assert!(yes("kube.**.error", "kube.error"));
+        assert!(yes("kube.**.error", "kube.x.y.error"));
+        assert!(!yes("kube.**.error", "kube.xerror"));
+        assert!(yes("a.**.*", "a.b"));
+        assert!(yes("**.b", "b"));
+        assert!(yes("**.b", "a.b"));
+        assert!(!yes("**.b", "ab"));
+        assert!(yes("x**.y", "xfoo.y"));
+        assert!(!yes("x**.y", "xy"));
+        assert!(yes("a.**b", "a.b"));
+        assert!(yes("a.**b", "a.xb"));
+        assert!(!yes("a.**b", "ab"));
+        assert!(yes("a.**", "a."));
+        // An escaped dot is a literal, not the dot before `**`.
+        assert!(yes("a\\.**", "a.xyz"));
+        assert!(yes("a\\.**", "a."));
+    }
+
+    #[test]
+    fn tokens_follow_fluentd_regex() {
+        assert_eq!(
+            tokenize("a.**.b"),
+            vec![
+                Tok::Lit(b"a".to_vec()),
+                Tok::DotOrEnd,
+                Tok::AnyDotOrStart,
+                Tok::Lit(b"b".to_vec()),
+            ]
+        );
+        assert_eq!(
+            tokenize("a.b.**"),
+            vec![Tok::Lit(b"a.b".to_vec()), Tok::DotOrEnd, Tok::Any]
+        );
     }
 }
