@@ -256,9 +256,25 @@ impl Parser {
             time_type = TimeType::String;
         }
         let timezone = p.str("timezone")?;
-        // Local time is UTC here (see `time`); these only choose between the two in Fluentd.
-        let _ = p.bool("localtime", true)?;
-        let _ = p.bool("utc", false)?;
+        // Fluentd reads string times without a zone in the host zone unless `utc true` or a
+        // `timezone` is set (`localtime && timezone.nil? && !utc`). Nagare reads them as UTC
+        // (containers run in UTC), so a config that asks for the host zone is refused where
+        // it would change the result, as out_file refuses `localtime true`.
+        let utc = p.bool("utc", false)?;
+        let localtime = p.bool("localtime", true)?;
+        let asked = |k: &str| p.section_ref().param(k).is_some();
+        let asks_local = (asked("localtime") && localtime) || (asked("utc") && !utc);
+        if asks_local && !utc && timezone.is_none() && time_type == TimeType::String {
+            let key = if asked("localtime") {
+                "localtime"
+            } else {
+                "utc"
+            };
+            return Err(ConfigError::new(
+                span_of(p, key, span),
+                format!("{key} {} is not supported: Nagare reads times without a zone as UTC (containers run in UTC); remove it, set utc true, or set timezone to a fixed offset such as +09:00", if key == "utc" { "false" } else { "true" }),
+            ));
+        }
         let time_parser = TimeParser::new(time_type, time_format.as_deref(), timezone.as_deref())
             .map_err(|e| {
             let key = if time_format.is_some() {
@@ -743,6 +759,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("time_type"), "{e}");
+    }
+
+    #[test]
+    fn host_local_time_is_refused_for_string_times() {
+        let refused = |conf: &str| match parser(conf) {
+            Ok(_) => panic!("{conf}: loaded"),
+            Err(e) => e.to_string(),
+        };
+        let e = refused(
+            "@type regexp\nexpression /(?<time>.*)/\ntime_format %Y-%m-%d %H:%M:%S\nlocaltime true",
+        );
+        assert!(
+            e.starts_with("t.conf:5:") && e.contains("localtime true is not supported"),
+            "{e}"
+        );
+        let e = refused("@type json\ntime_format %Y-%m-%d %H:%M:%S\nutc false");
+        assert!(
+            e.starts_with("t.conf:4:") && e.contains("utc false is not supported"),
+            "{e}"
+        );
+        // Where the host zone would not be used in Fluentd either, the load goes on.
+        parser("@type json\ntime_format %Y-%m-%d %H:%M:%S\nlocaltime true\nutc true").unwrap();
+        parser("@type json\ntime_format %Y-%m-%d %H:%M:%S\nlocaltime true\ntimezone +09:00")
+            .unwrap();
+        parser("@type json\nlocaltime true").unwrap(); // float times carry no zone
+        parser("@type json\ntime_format %Y-%m-%d %H:%M:%S\nlocaltime false").unwrap();
+        parser("@type json\ntime_format %Y-%m-%d %H:%M:%S\nutc true").unwrap();
     }
 
     #[test]
