@@ -291,11 +291,13 @@ const DAYS: [&[u8]; 7] = [
     b"saturday",
 ];
 
+/// Up to `max` decimal digits at `pos`; `None` if there are none or the value does not fit
+/// an `i64` (`%s` takes 19 digits, and 9999999999999999999 does not).
 fn digits(s: &[u8], pos: &mut usize, max: usize) -> Option<i64> {
     let start = *pos;
     let mut v: i64 = 0;
     while *pos < s.len() && *pos - start < max && s[*pos].is_ascii_digit() {
-        v = v * 10 + (s[*pos] - b'0') as i64;
+        v = v.checked_mul(10)?.checked_add((s[*pos] - b'0') as i64)?;
         *pos += 1;
     }
     (*pos > start).then_some(v)
@@ -616,6 +618,9 @@ mod tests {
         );
         let t = p(TimeType::String, Some("%s"));
         assert_eq!(secs(t.parse_bytes(b"1700000000")), (1_700_000_000, 0));
+        // 19 digits beyond i64: a parse error, not an overflow.
+        assert!(t.parse_bytes(b"9999999999999999999").is_err());
+        assert!(t.parse_bytes(b"-9999999999999999999").is_err());
         let t = p(TimeType::String, Some("%Y %j %I:%M %p"));
         assert_eq!(
             secs(t.parse_bytes(b"2023 318 10:13 PM")),
