@@ -59,6 +59,39 @@ use tokio::time::Instant;
 
 /// `flush_interval` default (fluent-plugin-concat: 60 s).
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+/// Where to cut `p` to keep at most `n` bytes: `n`, or earlier when `n` falls inside a
+/// well-formed UTF-8 character (back to its first byte), so a truncated line of text stays
+/// text. Bytes that are not UTF-8 there (binary, already invalid) are cut at `n`. A character
+/// that Docker itself split across two pieces is checked as far as this piece holds it.
+fn utf8_cut(p: &[u8], n: usize) -> usize {
+    if n >= p.len() || p[n] & 0xC0 != 0x80 {
+        return n; // at the end, or at the start of a character (or of non-UTF-8 bytes)
+    }
+    // The lead byte: at most 3 continuation bytes back.
+    let Some(start) = (n.saturating_sub(3)..n)
+        .rev()
+        .find(|&i| p[i] & 0xC0 != 0x80)
+    else {
+        return n;
+    };
+    let width = match p[start] {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return n,
+    };
+    if start + width <= n {
+        return n; // the character ends before the cut: `p[n]` is a stray continuation byte
+    }
+    let end = (start + width).min(p.len());
+    match std::str::from_utf8(&p[start..end]) {
+        Ok(_) => start,
+        // The piece ends inside the character, the bytes so far are a valid beginning.
+        Err(e) if e.valid_up_to() == 0 && e.error_len().is_none() => start,
+        Err(_) => n,
+    }
+}
+
 /// `max_line_size` default.
 pub const DEFAULT_MAX_LINE_SIZE: u64 = 16 << 20;
 /// `max_total_size` default.
@@ -589,7 +622,7 @@ impl ConcatFilter {
                 g.cut = Some(g.cut.map_or(o, |c| c.min(o)));
                 g.truncated = true;
                 let lead = if g.pieces.is_empty() { 0 } else { sep };
-                let room = max.saturating_sub(g.text_bytes + lead);
+                let room = utf8_cut(&p, max.saturating_sub(g.text_bytes + lead));
                 if room > 0 && g.text_bytes + lead < max {
                     g.pieces.push((o, p.slice(..room.min(p.len()))));
                     g.text_bytes += lead + room.min(p.len());
@@ -1098,6 +1131,59 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(log_of(&got[0]), line);
         assert_eq!(f.held_bytes(), 0);
+    }
+
+    #[test]
+    fn truncate_does_not_split_a_utf8_character() {
+        // 'é' is 2 bytes: 9 bytes of room hold 4 of them, not 4 and a half.
+        let (f, _r, _k, _t) =
+            setup("  key log\n  use_partial_metadata true\n  separator \"\"\n  max_line_size 9\n");
+        let line = "é".repeat(10);
+        let out = run(&f, "t", vec![piece("U", 1, true, line.as_bytes())]);
+        assert_eq!(log_of(&out[0]), "é".repeat(4).as_bytes());
+        assert_eq!(f.count("line_truncated"), 1);
+        // Across pieces: 8 bytes end inside the second '€' (4 + 3 + 1 of 3).
+        let (f, _r, _k, _t) =
+            setup("  key log\n  use_partial_metadata true\n  separator \"\"\n  max_line_size 8\n");
+        let out = run(
+            &f,
+            "t",
+            vec![
+                piece("V", 1, false, "éé".as_bytes()),
+                piece("V", 2, true, "€€".as_bytes()),
+            ],
+        );
+        assert_eq!(log_of(&out[0]), "éé€".as_bytes());
+        // Binary data is cut at the byte limit, as before.
+        let (f, _r, _k, _t) =
+            setup("  key log\n  use_partial_metadata true\n  separator \"\"\n  max_line_size 3\n");
+        let out = run(
+            &f,
+            "t",
+            vec![piece("B", 1, true, &[0x80, 0x80, 0x80, 0x80, 0x80])],
+        );
+        assert_eq!(log_of(&out[0]), [0x80, 0x80, 0x80]);
+    }
+
+    #[test]
+    fn utf8_cut_points() {
+        let s = "aé€😀".as_bytes(); // 1 + 2 + 3 + 4 bytes
+        assert_eq!(utf8_cut(s, 0), 0);
+        assert_eq!(utf8_cut(s, 1), 1);
+        assert_eq!(utf8_cut(s, 2), 1);
+        assert_eq!(utf8_cut(s, 4), 3);
+        assert_eq!(utf8_cut(s, 5), 3);
+        assert_eq!(utf8_cut(s, 6), 6);
+        assert_eq!(utf8_cut(s, 9), 6);
+        assert_eq!(utf8_cut(s, 10), 10);
+        assert_eq!(utf8_cut(s, 99), 99);
+        // A piece that ends inside a character (Docker splits at 16 KiB): still backed off.
+        assert_eq!(utf8_cut(&"ab€".as_bytes()[..4], 3), 2);
+        // Invalid: a lead byte whose continuation is not one.
+        assert_eq!(utf8_cut(&[b'a', 0xE2, 0x82, b'x'], 2), 2);
+        // An overlong lead (0xC0) or a stray continuation run: cut at the limit.
+        assert_eq!(utf8_cut(&[0xC0, 0x80, 0x80], 1), 1);
+        assert_eq!(utf8_cut(&[0x80, 0x80, 0x80, 0x80, 0x80], 3), 3);
     }
 
     #[test]
