@@ -15,6 +15,18 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// What [`Buffer::quarantine`] did.
+#[derive(Debug)]
+pub enum Quarantined {
+    /// The chunk's file is now at this path (the chunk left the buffer).
+    Moved(PathBuf),
+    /// A memory buffer (or a chunk not in flight): nothing was moved; the caller decides.
+    NotPersistent,
+    /// The move failed (no space, permissions): the file is where it was and the chunk is
+    /// still in flight. Never delete it in this case.
+    Failed(std::io::Error),
+}
+
 /// Why an append was refused. The input must not ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
@@ -142,6 +154,8 @@ struct State {
     /// Bytes held in memory.
     mem_bytes: usize,
     closed: bool,
+    /// Shutdown began ([`Buffer::stop_waiting`]): a full buffer refuses instead of blocking.
+    stopping: bool,
     /// What a memory buffer still held was counted as lost (see [`Buffer::count_lost`]).
     loss_counted: bool,
     next_seq: u64,
@@ -357,7 +371,8 @@ impl Buffer {
 
     /// Appends events under `tag`. `Ok` is the commit point: the events are in the buffer (in
     /// the page cache for a file buffer, on disk with `fsync_policy always`). With
-    /// `overflow_action block` this waits for space.
+    /// `overflow_action block` this waits for space, until [`Buffer::stop_waiting`] (shutdown)
+    /// or [`Buffer::close`]: then it is refused (`shutting_down`).
     pub async fn append(&self, tag: &Tag, events: &[Event]) -> Result<(), AppendError> {
         if events.is_empty() {
             return Ok(());
@@ -433,6 +448,12 @@ impl Buffer {
         if st.bytes + need > self.cfg.total_limit_size {
             self.stats.overflows.inc();
             match self.cfg.overflow_action {
+                OverflowAction::Block if st.stopping => {
+                    // Shutting down: nothing frees space for a blocked append any more (the
+                    // outputs drain only once the inputs stopped), so refuse it (no ack; the
+                    // client resends) instead of holding up the shutdown.
+                    return Err(Refusal::Other(AppendError::Closed));
+                }
                 OverflowAction::ThrowException | OverflowAction::Block => {
                     return Err(Refusal::Full)
                 }
@@ -918,16 +939,40 @@ impl Buffer {
             }
             QueuedData::File { path } => {
                 let p = path.clone();
-                let read = tokio::task::spawn_blocking(move || store::read_chunk(&p))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(ChunkFileError::Io(std::io::Error::other(e.to_string())))
-                    });
+                let dir = self.store.as_ref().map(|s| s.dir.clone());
+                let read = tokio::task::spawn_blocking(move || {
+                    let r = store::read_chunk(&p)?;
+                    // A damaged tail's bytes are set aside before the chunk (and its file) can
+                    // be written and deleted.
+                    let saved = match (&r.damaged, r.torn_at, dir) {
+                        (Some(_), Some(at), Some(dir)) => Some(store::cut_tail(&dir, &p, at)),
+                        _ => None,
+                    };
+                    Ok((r, saved))
+                })
+                .await
+                .unwrap_or_else(|e| Err(ChunkFileError::Io(std::io::Error::other(e.to_string()))));
                 match read {
-                    Ok(r) => {
-                        if let Some(at) = r.torn_at {
-                            self.stats.torn_tails.inc();
-                            tracing::warn!(plugin_id = %self.id, path = %path.display(), offset = at, "chunk ends with an incomplete append (never acknowledged); delivering the whole frames before it");
+                    Ok((r, saved)) => {
+                        match (r.torn_at, &r.damaged) {
+                            (Some(at), Some(why)) => {
+                                // Records the damaged frames declared (the name's count, or
+                                // the scan's at recovery, minus what was read).
+                                let lost = (q.meta.records as u64).saturating_sub(r.records);
+                                self.stats.torn_tails.inc();
+                                self.stats.quarantined_records.add("damaged_tail", lost);
+                                let saved_to = match &saved {
+                                    Some(Ok(to)) => to.display().to_string(),
+                                    Some(Err(e)) => format!("not saved: {e}"),
+                                    None => String::new(),
+                                };
+                                tracing::error!(plugin_id = %self.id, path = %path.display(), offset = at, damage = %why, records_lost = lost, records_kept = r.records, saved_to, "chunk ends with a damaged tail (a power loss before the last appends reached the disk?): delivering the whole frames before it");
+                            }
+                            (Some(at), None) => {
+                                self.stats.torn_tails.inc();
+                                tracing::warn!(plugin_id = %self.id, path = %path.display(), offset = at, "chunk ends with an incomplete append (never acknowledged); delivering the whole frames before it");
+                            }
+                            _ => {}
                         }
                         if r.header.id != q.meta.id {
                             guard.armed = false;
@@ -993,16 +1038,18 @@ impl Buffer {
             (QueuedData::File { path }, Some(store)) => {
                 match store.quarantine(path, reason) {
                     Ok(to) => {
+                        self.stats.quarantined_chunks.inc(reason);
+                        self.stats
+                            .quarantined_records
+                            .add(reason, q.meta.records as u64);
                         tracing::error!(plugin_id = %self.id, chunk = %q.meta.id.hex(), records = q.meta.records, to = %to.display(), error = why, "chunk file failed verification; moved to quarantine (inspect or reinject it with `nagare-forwarder buffer`)")
                     }
                     Err(e) => {
-                        tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, cause = why, "chunk file failed verification and could not be moved to quarantine; it is left in place and skipped")
+                        // Not quarantined, not deleted: the next start finds it again.
+                        self.stats.quarantine_errors.inc();
+                        tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, cause = why, "chunk file failed verification and could not be moved to quarantine; it is left in place and skipped until the next start")
                     }
                 }
-                self.stats.quarantined_chunks.inc(reason);
-                self.stats
-                    .quarantined_records
-                    .add(reason, q.meta.records as u64);
             }
             _ => {
                 self.stats
@@ -1072,14 +1119,18 @@ impl Buffer {
         }
     }
 
-    /// Moves an in-flight chunk's file to `quarantine/<reason>/` (file buffers). Returns the
-    /// new path, or `None` for memory buffers (the caller decides what to do).
-    pub fn quarantine(&self, chunk: &Chunk, reason: &str) -> Option<PathBuf> {
-        let store = self.store.as_ref()?;
+    /// Moves an in-flight chunk's file to `quarantine/<reason>/` (file buffers). On
+    /// [`Quarantined::Failed`] the file and the chunk (still in flight: take it back) stay.
+    pub fn quarantine(&self, chunk: &Chunk, reason: &str) -> Quarantined {
+        let Some(store) = self.store.as_ref() else {
+            return Quarantined::NotPersistent;
+        };
         let mut st = self.lock();
-        let q = st.inflight.get(&chunk.id)?.clone();
+        let Some(q) = st.inflight.get(&chunk.id).cloned() else {
+            return Quarantined::NotPersistent;
+        };
         let QueuedData::File { path } = &q.data else {
-            return None;
+            return Quarantined::NotPersistent;
         };
         match store.quarantine(path, reason) {
             Ok(to) => {
@@ -1092,11 +1143,12 @@ impl Buffer {
                     .quarantined_records
                     .add(reason, chunk.records as u64);
                 self.space.notify_waiters();
-                Some(to)
+                Quarantined::Moved(to)
             }
             Err(e) => {
-                tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, "cannot move a chunk to quarantine");
-                None
+                self.stats.quarantine_errors.inc();
+                tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, "cannot move a chunk to quarantine; its file stays in the buffer directory");
+                Quarantined::Failed(e)
             }
         }
     }
@@ -1125,6 +1177,7 @@ impl Buffer {
             match (&q.data, &self.store) {
                 (QueuedData::File { path }, Some(store)) => {
                     if let Err(e) = store.quarantine(path, reason) {
+                        self.stats.quarantine_errors.inc();
                         // Not quarantined, not lost: the file is still there and the next
                         // start queues it again. Counting it as quarantined would be wrong.
                         tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, "cannot move a chunk to quarantine; it stays in the buffer directory and is queued again at the next start");
@@ -1195,6 +1248,15 @@ impl Buffer {
 
     // ---- lifecycle -----------------------------------------------------------------------------
 
+    /// Shutdown began (the inputs are told to stop): from now on an append that finds the
+    /// buffer full is refused (`shutting_down`) instead of waiting for space (`overflow_action
+    /// block`), and the appends waiting now wake up and are refused. Appends that fit are still
+    /// taken (the inputs finish the batch they are reading). Idempotent.
+    pub fn stop_waiting(&self) {
+        self.lock().stopping = true;
+        self.space.notify_waiters();
+    }
+
     /// Refuse further appends; wake everything waiting.
     pub fn close(&self) {
         self.lock().closed = true;
@@ -1263,7 +1325,11 @@ impl Buffer {
 
     fn recover(&self) -> std::io::Result<()> {
         let store = self.store.as_ref().expect("file buffer");
-        let found = store.list()?;
+        let (found, unknown) = store.list_all()?;
+        self.stats.unknown_files.set(unknown.len() as i64);
+        if let Some(sample) = unknown.first() {
+            tracing::warn!(plugin_id = %self.id, dir = %store.dir.display(), files = unknown.len(), sample = %sample, "file buffer: files the buffer does not recognise are left alone and not delivered (a previous Fluentd's buffer.*.log/.meta chunks are not read: replay them with Fluentd, or move them away)");
+        }
         let mut st = self.lock();
         for f in &found {
             st.next_seq = st.next_seq.max(f.name.seq + 1);
@@ -1317,11 +1383,25 @@ impl Buffer {
             }
         }
         match store::scan(path) {
+            Ok(s) if s.frames == 0 && s.damaged.is_some() => {
+                // Nothing good before the damage: the whole file goes to quarantine, as before
+                // (the tail may hold acknowledged appends: never delete it).
+                let why = s.damaged.clone().unwrap_or_default();
+                self.quarantine_path(store, path, "corrupt", 0, &why);
+                None
+            }
             Ok(s) => {
                 let mut len = s.file_len;
                 if s.torn() {
                     self.stats.torn_tails.inc();
                     match store.cut_tail(path, s.valid_len) {
+                        Ok(to) if s.damaged.is_some() => {
+                            // After a power loss with fsync_policy interval/never: the file's
+                            // size reached the disk, the last appends' blocks did not (zeros).
+                            // Those appends may have been acknowledged (the documented loss of
+                            // the last interval); the whole frames before them are kept.
+                            tracing::error!(plugin_id = %self.id, path = %path.display(), cut_bytes = s.file_len - s.valid_len, saved_to = %to.display(), frames_kept = s.frames, records_kept = s.records, damage = s.damaged.as_deref().unwrap_or(""), "chunk ends with a damaged tail (a power loss before the last appends reached the disk?): cut off, the frames before it are delivered")
+                        }
                         Ok(to) => {
                             tracing::warn!(plugin_id = %self.id, path = %path.display(), cut_bytes = s.file_len - s.valid_len, saved_to = %to.display(), "chunk ended with an incomplete append (a crash during a write; it was never acknowledged): cut off")
                         }
@@ -1380,7 +1460,10 @@ impl Buffer {
             Err(e) => {
                 let records = match name.state {
                     FileState::Queued { records, .. } => records,
-                    FileState::Staged => 0,
+                    // No count in the name: what the frame headers declare, damaged or not.
+                    FileState::Staged => crate::file::tools::inspect(path)
+                        .map(|(r, _)| r.good_records() + r.bad_records())
+                        .unwrap_or(0),
                 };
                 let reason = if matches!(e, ChunkFileError::Io(_)) {
                     "unreadable"
@@ -1401,14 +1484,15 @@ impl Buffer {
         records: u64,
         why: &str,
     ) {
-        self.stats.quarantined_chunks.inc(reason);
-        self.stats.quarantined_records.add(reason, records);
         match store.quarantine(path, reason) {
             Ok(to) => {
+                self.stats.quarantined_chunks.inc(reason);
+                self.stats.quarantined_records.add(reason, records);
                 tracing::error!(plugin_id = %self.id, path = %path.display(), to = %to.display(), records, error = why, "corrupt chunk file moved to quarantine; the rest of the buffer continues")
             }
             Err(e) => {
-                tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, cause = why, "corrupt chunk file could not be moved to quarantine; skipped")
+                self.stats.quarantine_errors.inc();
+                tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, cause = why, "corrupt chunk file could not be moved to quarantine; left in place and skipped")
             }
         }
     }

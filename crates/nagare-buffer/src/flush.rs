@@ -16,7 +16,7 @@
 //! Every output has its own loop and retry state: a failing destination only backs off its
 //! own chunks (per-route isolation).
 
-use crate::buffer::{Buffer, WallClock};
+use crate::buffer::{Buffer, Quarantined, WallClock};
 use crate::retry::RetryState;
 use nagare_core::health;
 use nagare_core::shutdown::Shutdown;
@@ -30,6 +30,33 @@ use tokio::time::Instant;
 const ADOPT_EVERY: Duration = Duration::from_secs(5);
 /// The longest a retry sleeps during the shutdown drain.
 const DRAIN_MAX_WAIT: Duration = Duration::from_millis(500);
+/// A memory buffer with a `<secondary>` keeps the last quarter of the drain, at most this
+/// long, for writing what is left to the secondary (within the drain, never after it).
+const SECONDARY_RESERVE_MAX: Duration = Duration::from_secs(5);
+
+/// What cuts short a wait on an output outside `Output::write`'s own timeouts: the output's
+/// shutdown signal (normal running; the drain takes over) or the drain's deadline.
+enum Bound {
+    Shutdown(Shutdown),
+    Deadline(Instant),
+}
+
+impl Bound {
+    /// `f`'s output, or `None` (and `f` dropped) when the bound came first.
+    async fn run<F: std::future::Future>(&mut self, f: F) -> Option<F::Output> {
+        match self {
+            Bound::Shutdown(sd) => tokio::select! {
+                r = f => Some(r),
+                _ = sd.wait() => None,
+            },
+            Bound::Deadline(at) => tokio::time::timeout_at(*at, f).await.ok(),
+        }
+    }
+
+    fn draining(&self) -> bool {
+        matches!(self, Bound::Deadline(_))
+    }
+}
 
 /// Runs until `shutdown` fires, then drains what `flush_at_shutdown` asks within `drain`.
 pub async fn run(
@@ -100,6 +127,9 @@ pub async fn run_with(
         tasks.spawn(async move { f.worker(sd).await });
     }
     while tasks.join_next().await.is_some() {}
+    // Normally done when the inputs were told to stop; again here for callers without that
+    // signal: an append blocked on a full buffer must not outlive the drain.
+    buffer.stop_waiting();
     f.drain(drain).await;
 }
 
@@ -161,7 +191,8 @@ impl Flusher {
                 r = self.write(&target, &chunk) => r,
                 _ = shutdown.wait() => { self.buffer.takeback(chunk); return; }
             };
-            self.handle(target, chunk, res, false).await;
+            self.handle(target, chunk, res, &mut Bound::Shutdown(shutdown.clone()))
+                .await;
         }
     }
 
@@ -212,14 +243,16 @@ impl Flusher {
             .exhausted(self.buffer.config(), self.secondary.is_some())
     }
 
-    /// Deals with a write's result. Returns a wait the caller should respect (drain).
+    /// Deals with a write's result; the secondary writes it starts end at `bound`. Returns a
+    /// wait the caller should respect (drain).
     async fn handle(
         &self,
         target: Target,
         chunk: Chunk,
         res: Result<(), WriteError>,
-        draining: bool,
+        bound: &mut Bound,
     ) -> Option<Duration> {
+        let draining = bound.draining();
         let stats = self.buffer.stats();
         match (target, res) {
             (Target::Primary, Ok(())) => {
@@ -248,7 +281,7 @@ impl Flusher {
                 stats.write_errors.inc("unrecoverable");
                 health::output_failed(&self.id, &e);
                 tracing::error!(plugin_id = %self.id, chunk = %chunk.id.hex(), records = chunk.records, error = %e, "unrecoverable write error");
-                self.give_up(chunk, "unrecoverable", draining).await
+                self.give_up(chunk, "unrecoverable", bound).await
             }
             (Target::Primary, Err(WriteError::Retryable(e))) => {
                 stats.write_errors.inc("retryable");
@@ -262,9 +295,9 @@ impl Flusher {
                         .map(|r| r.steps)
                         .unwrap_or(0);
                     tracing::error!(plugin_id = %self.id, chunk = %chunk.id.hex(), retries = steps, error = %e, "retry limit reached");
-                    let wait = self.give_up(chunk, "retry_exhausted", draining).await;
+                    let wait = self.give_up(chunk, "retry_exhausted", bound).await;
                     if wait.is_none() {
-                        self.evacuate_queue(draining).await;
+                        self.evacuate_queue(bound).await;
                         self.reset_retry();
                     }
                     return wait;
@@ -277,11 +310,20 @@ impl Flusher {
         }
     }
 
-    /// The primary cannot take `chunk`: the secondary, else quarantine (file) or drop
-    /// (memory), counted. Returns a wait when the chunk was kept for another try.
-    async fn give_up(&self, chunk: Chunk, reason: &str, draining: bool) -> Option<Duration> {
+    /// The primary cannot take `chunk`: the secondary (its write ends at `bound`), else
+    /// quarantine (file) or drop (memory), counted. Returns a wait when the chunk was kept for
+    /// another try.
+    async fn give_up(&self, chunk: Chunk, reason: &str, bound: &mut Bound) -> Option<Duration> {
+        let draining = bound.draining();
         if let Some(s) = &self.secondary {
-            return match s.write(&chunk).await {
+            let Some(res) = bound.run(s.write(&chunk)).await else {
+                // Shutdown (the drain retries it) or the drain deadline (kept on disk, or
+                // counted as lost_at_shutdown by a memory buffer).
+                tracing::warn!(plugin_id = %self.id, chunk = %chunk.id.hex(), records = chunk.records, "secondary write cut short by the shutdown or the drain deadline; the chunk is kept");
+                self.buffer.takeback(chunk);
+                return Some(Duration::ZERO);
+            };
+            return match res {
                 Ok(()) => {
                     tracing::warn!(plugin_id = %self.id, chunk = %chunk.id.hex(), records = chunk.records, reason, "chunk written to the secondary");
                     self.buffer.purge_secondary(&chunk);
@@ -301,10 +343,19 @@ impl Flusher {
             };
         }
         match self.buffer.quarantine(&chunk, reason) {
-            Some(to) => {
+            Quarantined::Moved(to) => {
                 tracing::error!(plugin_id = %self.id, chunk = %chunk.id.hex(), records = chunk.records, reason, to = %to.display(), "no <secondary>: chunk moved to the buffer's quarantine folder (reinject it with `nagare-forwarder buffer reinject`)");
             }
-            None => {
+            Quarantined::Failed(e) => {
+                // The file stays where it is and the chunk in the queue: deleting it would
+                // lose records that were never delivered nor set aside. Tried again after a
+                // retry wait (quarantine may work by then); at shutdown it stays on disk.
+                let wait = self.schedule_retry(draining);
+                tracing::error!(plugin_id = %self.id, chunk = %chunk.id.hex(), records = chunk.records, reason, error = %e, wait_ms = wait.as_millis() as u64, "no <secondary> and the chunk cannot be moved to quarantine: its file is kept in the buffer and the chunk is retried");
+                self.buffer.takeback(chunk);
+                return Some(wait);
+            }
+            Quarantined::NotPersistent => {
                 tracing::error!(plugin_id = %self.id, chunk = %chunk.id.hex(), records = chunk.records, reason, "no <secondary> and a memory buffer: chunk dropped");
                 self.buffer.discard(&chunk, reason);
             }
@@ -315,7 +366,7 @@ impl Flusher {
     /// After the retry limit: every chunk queued now goes the same way as the one that hit it
     /// (Fluentd clears the queue at the retry limit; Nagare writes it to the secondary or
     /// quarantines it, counted).
-    async fn evacuate_queue(&self, draining: bool) {
+    async fn evacuate_queue(&self, bound: &mut Bound) {
         if self.secondary.is_none() {
             let (chunks, records) = self.buffer.evacuate_queued("retry_exhausted");
             if chunks > 0 {
@@ -328,7 +379,7 @@ impl Flusher {
                 break;
             };
             if self
-                .give_up(chunk, "retry_exhausted", draining)
+                .give_up(chunk, "retry_exhausted", bound)
                 .await
                 .is_some()
             {
@@ -339,10 +390,17 @@ impl Flusher {
 
     /// Shutdown: queue everything (`flush_at_shutdown`) and write until the deadline; then
     /// persist (file) or count what is left (memory; written to the secondary if there is
-    /// one).
+    /// one, within the same budget). Nothing here waits past `drain`.
     async fn drain(&self, drain: Duration) {
         let cfg = self.buffer.config().clone();
-        let deadline = Instant::now() + drain;
+        let end = Instant::now() + drain;
+        // A memory buffer with a secondary keeps the end of the budget for the secondary.
+        let reserve = if !self.buffer.is_persistent() && self.secondary.is_some() {
+            (drain / 4).min(SECONDARY_RESERVE_MAX)
+        } else {
+            Duration::ZERO
+        };
+        let deadline = end - reserve;
         if cfg.flush_at_shutdown {
             self.buffer.enqueue_all();
             let n = cfg.flush_thread_count.max(1);
@@ -361,10 +419,10 @@ impl Flusher {
             return;
         }
         if let Some(s) = &self.secondary {
-            // A memory buffer with a secondary: what the deadline left goes there (local and
-            // fast) instead of being lost.
+            // A memory buffer with a secondary: what the primary's part of the drain left goes
+            // there (local and fast) instead of being lost, until the drain's end.
             self.buffer.enqueue_all();
-            let budget = Instant::now() + Duration::from_secs(5);
+            let budget = end;
             while Instant::now() < budget {
                 let Some(chunk) = self.buffer.try_dequeue().await else {
                     break;
@@ -406,7 +464,10 @@ impl Flusher {
                     return;
                 }
             };
-            if let Some(wait) = self.handle(target, chunk, res, true).await {
+            if let Some(wait) = self
+                .handle(target, chunk, res, &mut Bound::Deadline(deadline))
+                .await
+            {
                 tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
             }
         }

@@ -36,7 +36,7 @@ pub mod retry;
 pub mod secondary;
 pub mod stats;
 
-pub use buffer::{AppendError, Buffer, OpenError, WallClock};
+pub use buffer::{AppendError, Buffer, OpenError, Quarantined, WallClock};
 pub use config::{
     BufferConfig, Compress, FlushMode, FsyncPolicy, OverflowAction, RetryType, Storage, TimeKey,
 };

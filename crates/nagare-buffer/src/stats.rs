@@ -13,8 +13,10 @@
 //! | `nagare_buffer_blocked_appends_total` | counter | appends that waited (`overflow_action block`) |
 //! | `nagare_buffer_refused_appends_total{reason}` | counter | appends refused (`buffer_full`, `shutting_down`, `io_error`) |
 //! | `nagare_buffer_recovered_chunks_total`, `..._records_total` | counter | chunks found on disk at startup and queued |
-//! | `nagare_buffer_quarantined_chunks_total{reason}`, `..._records_total{reason}` | counter | chunks moved to `quarantine/<reason>/` (`corrupt`, `retry_exhausted`, `unrecoverable`) |
-//! | `nagare_buffer_torn_tails_total` | counter | incomplete last appends cut off at recovery (never acknowledged) |
+//! | `nagare_buffer_quarantined_chunks_total{reason}`, `..._records_total{reason}` | counter | chunks moved to `quarantine/<reason>/` (`corrupt`, `unreadable`, `retry_exhausted`, `unrecoverable`); `..._records_total{reason="damaged_tail"}`: records of a damaged last frame set aside in `quarantine/torn_tail/` |
+//! | `nagare_buffer_quarantine_errors_total` | counter | chunk files that could not be moved to quarantine (they stay in the buffer directory) |
+//! | `nagare_buffer_unknown_files` | gauge | files in the buffer directory at startup that are not chunk files (e.g. Fluentd's `buffer.*.log`): left alone, not delivered |
+//! | `nagare_buffer_torn_tails_total` | counter | incomplete or damaged tails (last appends) cut off a chunk |
 //! | `nagare_buffer_fsyncs_total` | counter | `fdatasync` calls on chunk files |
 //! | `nagare_output_chunks_written_total`, `nagare_output_records_written_total` | counter | written by the primary output |
 //! | `nagare_output_retries_total` | counter | failed writes that will be retried |
@@ -45,6 +47,9 @@ pub struct BufferStats {
     pub quarantined_chunks: ReasonCounters,
     pub quarantined_records: ReasonCounters,
     pub torn_tails: Counter,
+    /// Files in the buffer directory at startup that are not chunk files (left alone).
+    pub unknown_files: Gauge,
+    pub quarantine_errors: Counter,
     pub fsyncs: Counter,
     pub written_chunks: Counter,
     pub written_records: Counter,
@@ -128,7 +133,17 @@ impl BufferStats {
             ),
             torn_tails: counter(
                 "nagare_buffer_torn_tails_total",
-                "Incomplete last appends cut off at recovery (never acknowledged)",
+                "Incomplete or damaged tails (last appends) cut off a chunk",
+                &l,
+            ),
+            unknown_files: gauge(
+                "nagare_buffer_unknown_files",
+                "Files in the buffer directory at startup that are not chunk files (left alone, not delivered)",
+                &l,
+            ),
+            quarantine_errors: counter(
+                "nagare_buffer_quarantine_errors_total",
+                "Chunk files that could not be moved to quarantine (they stay in the buffer directory)",
                 &l,
             ),
             fsyncs: counter(

@@ -463,6 +463,118 @@ async fn shutdown_drain_flushes_or_keeps(kind: Kind) {
     drop(d2);
 }
 
+/// Shutdown with `overflow_action block`, the output down and the buffer full: an append
+/// waiting for space is refused (`shutting_down`, no ack) once shutdown begins, appends that
+/// fit are still taken, and the flush loop's shutdown completes.
+async fn shutdown_releases_an_append_blocked_on_a_full_buffer(kind: Kind) {
+    let one = bigs(0..1)[0].entry_len();
+    let cfg = BufferConfig {
+        chunk_limit_size: one * 4,
+        total_limit_size: one * 10,
+        overflow_action: OverflowAction::Block,
+        flush_at_shutdown: true,
+        retry_randomize: false,
+        ..Default::default()
+    };
+    let (b, _d) = open(kind, cfg, &id(kind, "block-shutdown"));
+    let out = TestOutput::failing(usize::MAX);
+    let (trigger, sd) = nagare_core::shutdown::channel();
+    let task = tokio::spawn(nagare_buffer::flush::run(
+        b.clone(),
+        out.clone(),
+        sd,
+        Duration::from_secs(2),
+        id(kind, "block-shutdown"),
+    ));
+    b.append(&Tag::from("x"), &bigs(0..8)).await.unwrap();
+    let b2 = b.clone();
+    let blocked = tokio::spawn(async move { b2.append(&Tag::from("x"), &bigs(8..12)).await });
+    while b.stats().blocked_appends.get() < 1 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!blocked.is_finished());
+    // What the pipeline does when its inputs are told to stop (before it waits for them).
+    b.stop_waiting();
+    assert_eq!(blocked.await.unwrap(), Err(AppendError::Closed));
+    assert_eq!(b.stats().refused_appends.get("shutting_down").get(), 1);
+    // Full appends are refused at once from now on; one that fits is still taken.
+    assert_eq!(
+        b.append(&Tag::from("x"), &bigs(12..15)).await,
+        Err(AppendError::Closed)
+    );
+    b.append(&Tag::from("x"), &bigs(15..16)).await.unwrap();
+    trigger.fire();
+    task.await.unwrap();
+}
+
+/// An output whose writes never complete.
+struct Stuck;
+
+#[async_trait::async_trait]
+impl Output for Stuck {
+    async fn write(&self, _chunk: &nagare_core::Chunk) -> Result<(), nagare_core::WriteError> {
+        std::future::pending().await
+    }
+}
+
+/// A secondary whose writes never complete holds up neither the shutdown nor the drain: the
+/// drain ends at its deadline (no time added after it), the chunk is kept (file) or counted as
+/// lost_at_shutdown (memory).
+async fn drain_keeps_its_deadline_with_a_stuck_secondary(kind: Kind) {
+    for (phase, mode) in [
+        ("running", FlushMode::Immediate),
+        ("drain", FlushMode::Interval),
+    ] {
+        let name = id(kind, &format!("stuck-secondary-{phase}"));
+        let cfg = BufferConfig {
+            flush_mode: mode,
+            flush_interval: Duration::from_secs(3600),
+            flush_at_shutdown: true,
+            retry_randomize: false,
+            ..Default::default()
+        };
+        let (b, _d) = open(kind, cfg, &name);
+        let out = TestOutput::failing(usize::MAX);
+        out.unrecoverable.store(true, Ordering::SeqCst); // straight to the secondary
+        let drain = Duration::from_secs(4);
+        let (trigger, sd) = nagare_core::shutdown::channel();
+        let task = tokio::spawn(nagare_buffer::flush::run_with(
+            b.clone(),
+            out.clone(),
+            Some(Arc::new(Stuck) as Arc<dyn Output>),
+            sd,
+            drain,
+            name.clone(),
+        ));
+        b.append(&Tag::from("x"), &evs(0..5)).await.unwrap();
+        if mode == FlushMode::Immediate {
+            // The flush thread is now waiting on the secondary.
+            while out.attempts.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let t0 = tokio::time::Instant::now();
+        trigger.fire();
+        tokio::time::timeout(Duration::from_secs(3600), task)
+            .await
+            .unwrap_or_else(|_| panic!("{phase}: the shutdown hangs on the secondary"))
+            .unwrap();
+        assert!(t0.elapsed() <= drain, "{phase}: {:?}", t0.elapsed());
+        match kind {
+            Kind::Memory => assert_eq!(
+                b.stats().dropped_records.get("lost_at_shutdown").get(),
+                5,
+                "{phase}"
+            ),
+            Kind::File => {
+                assert_eq!(b.stats().dropped_records.total(), 0, "{phase}");
+                assert_eq!(b.held_records(), 5, "{phase}: kept on disk");
+            }
+        }
+    }
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -496,4 +608,6 @@ suite!(
     retry_limit_without_secondary_is_counted,
     compressed_chunks_reach_outputs_uncompressed,
     shutdown_drain_flushes_or_keeps,
+    shutdown_releases_an_append_blocked_on_a_full_buffer,
+    drain_keeps_its_deadline_with_a_stuck_secondary,
 );

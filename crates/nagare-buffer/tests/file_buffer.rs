@@ -381,3 +381,195 @@ async fn garbage_in_incoming_is_quarantined() {
     assert_eq!(b.stats().quarantined_chunks.get("corrupt").get(), 1);
     assert_eq!(b.usage(), (0, 0));
 }
+
+/// The quarantine folder cannot be written (here a plain file where it should be; also
+/// no space, permissions): a chunk the output refuses for good is neither deleted nor counted
+/// as dropped; its file stays, the chunk is retried, and once the quarantine works again it
+/// moves there.
+#[tokio::test(start_paused = true)]
+async fn a_chunk_that_cannot_be_quarantined_stays_on_disk() {
+    let d = TempDir::new("noquarantine");
+    let cfg = BufferConfig {
+        flush_mode: nagare_buffer::FlushMode::Immediate,
+        retry_randomize: false,
+        ..file_cfg(d.path(), FsyncPolicy::Never)
+    };
+    let b = std::sync::Arc::new(Buffer::open(cfg, "fb-noquarantine").unwrap());
+    let blocker = d.path().join("buf").join(store::QUARANTINE_DIR);
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let out = TestOutput::failing(usize::MAX);
+    out.unrecoverable
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (trigger, sd) = nagare_core::shutdown::channel();
+    let task = tokio::spawn(nagare_buffer::flush::run(
+        b.clone(),
+        out.clone(),
+        sd,
+        Duration::from_secs(1),
+        "fb-noquarantine".into(),
+    ));
+    b.append(&Tag::from("a"), &evs(0..3)).await.unwrap();
+    while b.stats().quarantine_errors.get() < 1 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(chunk_files(d.path(), "queued").len(), 1, "the file is kept");
+    assert_eq!(b.stats().dropped_records.total(), 0);
+    assert_eq!(b.stats().quarantined_chunks.total(), 0);
+    assert_eq!(b.held_records(), 3, "still in the buffer");
+    // The quarantine works again: the next attempt moves the chunk there.
+    std::fs::remove_file(&blocker).unwrap();
+    while b.stats().quarantined_chunks.get("unrecoverable").get() < 1 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(b.stats().quarantined_records.get("unrecoverable").get(), 3);
+    assert!(chunk_files(d.path(), "queued").is_empty());
+    let q = std::fs::read_dir(d.path().join("buf/quarantine/unrecoverable")).unwrap();
+    assert_eq!(q.count(), 1);
+    trigger.fire();
+    task.await.unwrap();
+}
+
+/// A chunk of three appends (three frames of three records: seqs 0..9), left staged or sealed
+/// (queued, its totals in its name) by a crash; returns its file.
+async fn three_frame_chunk(cfg: &BufferConfig, id: &str, seal: bool) -> PathBuf {
+    let b = Buffer::open(cfg.clone(), id).unwrap();
+    for i in 0..3 {
+        b.append(&Tag::from("a"), &evs(i * 3..i * 3 + 3))
+            .await
+            .unwrap();
+    }
+    if seal {
+        b.enqueue_all();
+    }
+    drop(b);
+    let Storage::File { path, .. } = &cfg.storage else {
+        unreachable!()
+    };
+    let files = chunk_files(
+        path.parent().unwrap(),
+        if seal { "queued" } else { "staged" },
+    );
+    assert_eq!(files.len(), 1);
+    files[0].clone()
+}
+
+/// Appends `tail` to a sealed chunk's file and renames it as if the name had been written
+/// with the tail's appends in it (`extra_records` more records, the new length): what a power
+/// loss leaves when the size and the rename reached the disk but the last blocks did not.
+fn extend_queued(path: &Path, tail: &[u8], extra_records: u64) -> PathBuf {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(tail).unwrap();
+    drop(f);
+    let name = store::ChunkName::parse(path.file_name().unwrap().to_str().unwrap()).unwrap();
+    let store::FileState::Queued { records, raw, len } = name.state else {
+        panic!("not queued")
+    };
+    let to = path.with_file_name(
+        store::ChunkName {
+            state: store::FileState::Queued {
+                records: records + extra_records,
+                raw,
+                len: len + tail.len() as u64,
+            },
+            ..name
+        }
+        .render(),
+    );
+    std::fs::rename(path, &to).unwrap();
+    to
+}
+
+/// A zero-filled tail (ext4 delalloc after a power loss: the size was extended, the blocks
+/// never written) is cut off; the whole frames before it are delivered, not quarantined.
+#[tokio::test]
+async fn a_zero_filled_tail_is_cut_and_the_good_frames_are_delivered() {
+    // Staged: found by the recovery walk.
+    let d = TempDir::new("zerotail-staged");
+    let cfg = file_cfg(d.path(), FsyncPolicy::Never);
+    let staged = three_frame_chunk(&cfg, "fb-zerotail", false).await;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&staged)
+        .unwrap();
+    f.write_all(&[0u8; 64]).unwrap();
+    drop(f);
+    let b = Buffer::open(cfg, "fb-zerotail-2").unwrap();
+    assert_eq!(b.stats().torn_tails.get(), 1);
+    assert_eq!(b.stats().quarantined_chunks.total(), 0);
+    let got: Vec<u64> = take_all(&b).await.iter().flat_map(seqs).collect();
+    assert_eq!(got, (0..9).collect::<Vec<_>>());
+    let tails = std::fs::read_dir(d.path().join("buf/quarantine/torn_tail")).unwrap();
+    assert_eq!(tails.count(), 1, "the cut bytes are kept");
+
+    // Queued with a name that counts the lost appends: found when it is read back.
+    let d = TempDir::new("zerotail-queued");
+    let cfg = file_cfg(d.path(), FsyncPolicy::Never);
+    let queued = three_frame_chunk(&cfg, "fb-zerotail-q", true).await;
+    extend_queued(&queued, &[0u8; 64], 2);
+    let b = Buffer::open(cfg, "fb-zerotail-q2").unwrap();
+    let got: Vec<u64> = take_all(&b).await.iter().flat_map(seqs).collect();
+    assert_eq!(got, (0..9).collect::<Vec<_>>());
+    assert_eq!(b.stats().torn_tails.get(), 1);
+    assert_eq!(b.stats().quarantined_chunks.total(), 0);
+    assert_eq!(
+        b.stats().quarantined_records.get("damaged_tail").get(),
+        2,
+        "the records the name promised beyond the good frames are counted"
+    );
+    assert_eq!(b.usage(), (0, 0));
+}
+
+/// A last frame whose checksum fails (its payload's blocks lost) is cut off; the frames before
+/// it are delivered. A damaged frame with good frames after it still quarantines the chunk.
+#[tokio::test]
+async fn a_bad_last_frame_is_cut_and_the_earlier_frames_are_delivered() {
+    let d = TempDir::new("badlast");
+    let cfg = file_cfg(d.path(), FsyncPolicy::Never);
+    let staged = three_frame_chunk(&cfg, "fb-badlast", false).await;
+    flip_byte(&staged, 3); // inside the last frame's payload
+    let b = Buffer::open(cfg, "fb-badlast-2").unwrap();
+    let got: Vec<u64> = take_all(&b).await.iter().flat_map(seqs).collect();
+    assert_eq!(got, (0..6).collect::<Vec<_>>());
+    assert_eq!(b.stats().torn_tails.get(), 1);
+    assert_eq!(b.stats().quarantined_chunks.total(), 0);
+    assert_eq!(b.stats().quarantined_records.get("damaged_tail").get(), 3);
+    let tails = std::fs::read_dir(d.path().join("buf/quarantine/torn_tail")).unwrap();
+    assert_eq!(tails.count(), 1, "the damaged frame is kept for inspection");
+}
+
+/// A staged chunk quarantined at startup reports the records its frames declare.
+#[tokio::test]
+async fn a_quarantined_staged_chunk_counts_its_records() {
+    let d = TempDir::new("staged-corrupt");
+    let cfg = file_cfg(d.path(), FsyncPolicy::Never);
+    let staged = three_frame_chunk(&cfg, "fb-staged-corrupt", false).await;
+    let (report, _) = tools::inspect(&staged).unwrap();
+    let mut data = std::fs::read(&staged).unwrap();
+    data[report.frames[1].offset as usize] ^= 0xff; // the middle frame's magic
+    std::fs::write(&staged, data).unwrap();
+    let b = Buffer::open(cfg, "fb-staged-corrupt-2").unwrap();
+    assert_eq!(b.stats().quarantined_chunks.get("corrupt").get(), 1);
+    assert_eq!(
+        b.stats().quarantined_records.get("corrupt").get(),
+        6,
+        "the two readable frames' records (the damaged header declares none)"
+    );
+    assert!(take_all(&b).await.is_empty());
+}
+
+/// Files the buffer does not know (a previous Fluentd's chunks) are left alone, counted and
+/// warned about at startup (one warning with the count and a sample name).
+#[tokio::test]
+async fn unknown_files_are_left_alone_and_reported() {
+    let d = TempDir::new("unknown");
+    let cfg = file_cfg(d.path(), FsyncPolicy::Never);
+    drop(Buffer::open(cfg.clone(), "fb-unknown").unwrap());
+    let dir = d.path().join("buf");
+    std::fs::write(dir.join("buffer.b5f1e2a3.log"), b"fluentd chunk").unwrap();
+    std::fs::write(dir.join("buffer.b5f1e2a3.log.meta"), b"meta").unwrap();
+    let b = Buffer::open(cfg, "fb-unknown-2").unwrap();
+    assert_eq!(b.stats().unknown_files.get(), 2);
+    assert_eq!(b.usage(), (0, 0));
+    assert!(dir.join("buffer.b5f1e2a3.log").exists());
+    assert!(dir.join("buffer.b5f1e2a3.log.meta").exists());
+}

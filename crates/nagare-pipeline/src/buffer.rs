@@ -385,6 +385,13 @@ impl BufferPlan {
             tasks
                 .add(move |sd| nagare_buffer::flush::run_with(b, output, secondary, sd, drain, id));
         }
+        {
+            // At shutdown an append blocked on a full buffer (`overflow_action block`) is
+            // refused as soon as the inputs are told to stop: the outputs drain only after the
+            // inputs finished, so waiting for space would hang the shutdown.
+            let b = buffer.clone();
+            tasks.on_inputs_stopping(move || b.stop_waiting());
+        }
         Ok(Arc::new(Buffered { buffer }))
     }
 }

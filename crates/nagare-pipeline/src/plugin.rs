@@ -33,11 +33,21 @@ pub trait Filter: Send + Sync + 'static {
 /// A background task (flush loop, heartbeat) started with the output-phase shutdown signal.
 pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Background tasks collected while building, started by the runtime.
+/// Background tasks collected while building, started by the runtime; and what to do when the
+/// inputs are told to stop (before the runtime waits for them).
 #[derive(Default)]
-pub struct Tasks(pub(crate) Vec<Box<dyn FnOnce(Shutdown) -> Task + Send>>);
+pub struct Tasks(
+    pub(crate) Vec<Box<dyn FnOnce(Shutdown) -> Task + Send>>,
+    pub(crate) Vec<Box<dyn FnOnce() + Send>>,
+);
 
 impl Tasks {
+    /// Runs `f` when the inputs are told to stop, before the runtime waits for them (a buffer
+    /// stops blocking appends here, so an input waiting in `emit` can finish).
+    pub fn on_inputs_stopping(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.1.push(Box::new(f));
+    }
+
     pub fn add<F, Fut>(&mut self, f: F)
     where
         F: FnOnce(Shutdown) -> Fut + Send + 'static,

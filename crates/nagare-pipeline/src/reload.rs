@@ -61,9 +61,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
-/// Time old outputs get beyond `shutdown_drain_timeout` to finish (a memory buffer's last
-/// chunks go to its `<secondary>` within 5 s after the deadline).
+/// Time old outputs get beyond `shutdown_drain_timeout` to finish (the drain itself keeps to
+/// the deadline; this covers the final fsync of file buffers).
 const DRAIN_MARGIN: Duration = Duration::from_secs(6);
+
+/// At shutdown, the longest the inputs get to finish their last batch once told to stop
+/// (appends blocked on a full buffer are refused at that moment, so this is only a safety
+/// net); inputs still running then are aborted (their unacknowledged data stays with the
+/// clients) and the outputs drain.
+const INPUTS_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn reloads(result: &str) -> metrics::Counter {
     metrics::counter(
@@ -350,25 +356,39 @@ struct Generation {
     out_trigger: Trigger,
     outputs: JoinSet<()>,
     routers: Vec<Arc<Router>>,
+    /// Run when the inputs feeding this generation are told to stop (buffers stop blocking).
+    on_inputs_stopping: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl Generation {
     fn launch(tasks: crate::plugin::Tasks, routers: Vec<Arc<Router>>) -> Generation {
         let (out_trigger, out_shutdown) = shutdown::channel();
         let mut outputs = JoinSet::new();
-        for t in tasks.0 {
+        let crate::plugin::Tasks(spawn, on_inputs_stopping) = tasks;
+        for t in spawn {
             outputs.spawn(t(out_shutdown.clone()));
         }
         Generation {
             out_trigger,
             outputs,
             routers,
+            on_inputs_stopping,
+        }
+    }
+
+    /// The inputs feeding this generation are told to stop: appends blocked on a full buffer
+    /// are refused from now on (else they would wait for a drain that starts only after the
+    /// inputs finished).
+    fn inputs_stopping(&mut self) {
+        for f in self.on_inputs_stopping.drain(..) {
+            f();
         }
     }
 
     /// Drains the outputs (as at shutdown) and drops the routers, which releases the
     /// buffers (and their directory locks).
     async fn stop(mut self, drain: Duration) {
+        self.inputs_stopping();
         self.out_trigger.fire();
         let deadline = tokio::time::Instant::now() + drain + DRAIN_MARGIN;
         loop {
@@ -592,10 +612,29 @@ impl Runtime {
         for i in &self.inputs {
             i.trigger.fire();
         }
+        // Before waiting for the inputs: an emit blocked on a full buffer returns (refused, no
+        // ack) instead of waiting for the outputs' drain, which starts only after this.
+        self.gen.inputs_stopping();
+        let deadline = tokio::time::Instant::now() + INPUTS_STOP_TIMEOUT;
         for i in self.inputs {
-            let _ = i.task.await;
+            let mut task = i.task;
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::error!(plugin_id = %i.id, timeout_ms = ms(INPUTS_STOP_TIMEOUT), "input did not finish its last batch in time; stopping it (unacknowledged data stays with the clients)");
+                task.abort();
+                let _ = task.await;
+            }
         }
-        while self.retiring.join_next().await.is_some() {}
+        let retired = tokio::time::timeout_at(deadline, async {
+            while self.retiring.join_next().await.is_some() {}
+        })
+        .await;
+        if retired.is_err() {
+            tracing::error!(
+                "inputs removed by a reload did not finish their last batch in time; stopping them"
+            );
+            self.retiring.abort_all();
+            while self.retiring.join_next().await.is_some() {}
+        }
         tracing::info!("inputs stopped; draining outputs");
         self.gen.out_trigger.fire();
         while self.gen.outputs.join_next().await.is_some() {}
@@ -1091,5 +1130,57 @@ mod tests {
             })
             .sum();
         assert_eq!(records, 20, "every acked event is kept in the file buffer");
+    }
+
+    /// Shutdown with `overflow_action block`, the destination down and the buffer full: an
+    /// emit waiting for space is refused (no ack) as soon as the inputs are told to stop, and
+    /// the shutdown completes (the runtime used to wait for that input forever, and the
+    /// outputs' drain, which could free space, starts only after the inputs stopped).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_releases_an_emit_blocked_on_a_full_buffer() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_port = dead.local_addr().unwrap().port();
+        drop(dead);
+        let conf = format!(
+            "<system>\n  shutdown_drain_timeout 1s\n</system>\n<source>\n  @type forward\n  @id bl_in\n  bind 127.0.0.1\n  port 0\n</source>\n<match **>\n  @type forward\n  @id bl_out_shutdown\n  <server>\n    host 127.0.0.1\n    port {dead_port}\n  </server>\n  <buffer tag>\n    @type memory\n    chunk_limit_size 1k\n    total_limit_size 1k\n    overflow_action block\n    flush_interval 3600s\n  </buffer>\n</match>\n"
+        );
+        let (trigger, sd) = shutdown::channel();
+        let running = Pipeline::build(&parse(&conf))
+            .unwrap()
+            .start(sd)
+            .await
+            .unwrap();
+        let addr = running.inputs[0].addr;
+        // About 700 bytes (17-18 per entry): fits in 1k; a second batch like it does not.
+        Client::connect(addr).await.send(0..40).await.unwrap();
+        let mut second = Client::connect(addr).await;
+        let send = tokio::spawn(async move { second.send(40..80).await });
+        let blocked = metrics::counter(
+            "nagare_buffer_blocked_appends_total",
+            "Appends that waited for space (overflow_action block)",
+            &[("plugin_id", "bl_out_shutdown")],
+        );
+        tokio::time::timeout(LIVENESS, async {
+            while blocked.get() < 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the second batch waits for space");
+        trigger.fire();
+        tokio::time::timeout(LIVENESS, running.wait())
+            .await
+            .expect("the shutdown completes");
+        let res = send.await.unwrap();
+        assert!(res.is_err(), "the refused batch is not acked: {res:?}");
+        let refused = metrics::counter(
+            "nagare_buffer_refused_appends_total",
+            "Appends refused, by reason",
+            &[
+                ("plugin_id", "bl_out_shutdown"),
+                ("reason", "shutting_down"),
+            ],
+        );
+        assert_eq!(refused.get(), 1);
     }
 }

@@ -54,22 +54,32 @@
 //!
 //! # Recovery (at startup; never a full reload, never a crash loop)
 //!
-//! 1. Take the lock; list the directory (files with other names are left alone).
+//! 1. Take the lock; list the directory (files with other names are left alone, counted in
+//!    `nagare_buffer_unknown_files` and named in one warning).
 //! 2. A queued file whose length matches its name is queued as it is (no read).
 //! 3. Any other chunk file is walked: header checked (magic, CRC), frame headers read and
 //!    payloads skipped (seek), so memory stays constant whatever the backlog.
 //!    * Incomplete last frame (a crash during an append, which was therefore never
 //!      acknowledged): its bytes are saved to `quarantine/torn_tail/` and cut off
 //!      (`nagare_buffer_torn_tails_total`); the whole frames are kept.
+//!    * A damaged tail: a bad frame header (a zero-filled tail after a power loss: the size
+//!      reached the disk, the blocks did not) with nothing that looks like a frame after it.
+//!      Cut off and saved the same way (error log); the whole frames before it are kept. With
+//!      no whole frame before it, the file is quarantined as corrupt instead.
 //!    * A file shorter than its header or without frames (nothing acknowledged): deleted.
-//!    * Bad magic, header CRC, impossible length, or an unreadable file: moved to
+//!    * Bad magic, header CRC, impossible length (with frames after the damage), or an
+//!      unreadable file: moved to
 //!      `quarantine/corrupt/` (or `unreadable/`), counted
 //!      (`nagare_buffer_quarantined_chunks_total{reason}`) and logged; the rest continues.
 //!    * Otherwise renamed to its queued name and queued (staged chunks are not appended to
 //!      again).
 //! 4. Payload checksums are verified when a chunk is read back to be written (dequeue): a
 //!    frame CRC mismatch or a gzip member of the wrong length quarantines the whole chunk
-//!    (`quarantine/corrupt/`), counted and logged, and the next chunk is written.
+//!    (`quarantine/corrupt/`), counted and logged, and the next chunk is written. Except a
+//!    damaged tail (a bad header or CRC after whole frames, nothing frame-like after it): it
+//!    is saved to `quarantine/torn_tail/` and cut off, the records it held are counted
+//!    (`nagare_buffer_quarantined_records_total{reason="damaged_tail"}`) and the frames before
+//!    it are written.
 //!
 //! `nagare-forwarder buffer list|inspect|reinject --path DIR` ([`tools`]) shows quarantined
 //! chunks frame by frame and reinjects their valid frames through `incoming/`.

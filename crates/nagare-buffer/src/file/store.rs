@@ -105,13 +105,48 @@ pub struct Scanned {
     /// End of the last whole frame.
     pub valid_len: u64,
     pub file_len: u64,
+    /// Why the bytes after `valid_len` are not a frame, when they are damaged rather than an
+    /// incomplete frame: a bad frame header followed by nothing that looks like a frame (a
+    /// zero-filled tail after a power loss: the size was written, the blocks were not).
+    pub damaged: Option<String>,
 }
 
 impl Scanned {
-    /// Whether bytes after the last whole frame remain (an append cut short by a crash).
+    /// Whether bytes after the last whole frame remain (an append cut short by a crash, or a
+    /// damaged tail: see [`Scanned::damaged`]).
     pub fn torn(&self) -> bool {
         self.valid_len < self.file_len
     }
+}
+
+/// Whether the frame magic occurs in `f` from `from` to the end (read in blocks: constant
+/// memory).
+fn magic_from(f: &mut (impl Read + Seek), from: u64) -> io::Result<bool> {
+    let magic = super::format::FRAME_MAGIC;
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut keep = 0usize;
+    loop {
+        let n = read_full(f, &mut buf[keep..])?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let end = keep + n;
+        if buf[..end].windows(magic.len()).any(|w| w == magic) {
+            return Ok(true);
+        }
+        // The last bytes may begin a magic that continues in the next block.
+        let k = (magic.len() - 1).min(end);
+        buf.copy_within(end - k..end, 0);
+        keep = k;
+    }
+}
+
+/// Whether the frame magic occurs in `data` from `from` on.
+fn magic_in(data: &[u8], from: usize) -> bool {
+    let magic = super::format::FRAME_MAGIC;
+    data.get(from..)
+        .is_some_and(|d| d.windows(magic.len()).any(|w| w == magic))
 }
 
 /// Why a chunk file cannot be used as it is.
@@ -203,6 +238,7 @@ pub fn scan(path: &Path) -> Result<Scanned, ChunkFileError> {
     let file_len = f.get_ref().metadata()?.len();
     let (header, mut pos) = read_header(&mut f)?;
     let (mut frames, mut records, mut raw) = (0u64, 0u64, 0u64);
+    let mut damaged = None;
     let mut hb = [0u8; FRAME_HEADER_LEN];
     loop {
         f.seek(SeekFrom::Start(pos))?;
@@ -210,23 +246,30 @@ pub fn scan(path: &Path) -> Result<Scanned, ChunkFileError> {
         if n == 0 {
             break;
         }
-        if n < FRAME_HEADER_LEN {
+        // A bad frame header is the damaged tail when nothing after it looks like a frame
+        // (the good frames before it are kept); otherwise the file is corrupt (the CLI can
+        // salvage the frames on both sides).
+        let parsed = if n < FRAME_HEADER_LEN {
             // A header cut short: a torn tail if what is there is a prefix of a frame header.
             if n >= 4 && &hb[..4] != super::format::FRAME_MAGIC {
-                return Err(ChunkFileError::Corrupt {
-                    reason: "bad frame magic".into(),
-                    offset: pos,
-                });
+                Err("bad frame magic".to_string())
+            } else {
+                break;
             }
-            break;
-        }
-        let fh = match FrameHeader::parse(&hb) {
+        } else {
+            FrameHeader::parse(&hb).map_err(|e| e.to_string())
+        };
+        let fh = match parsed {
             Ok(fh) => fh,
-            Err(e) => {
-                return Err(ChunkFileError::Corrupt {
-                    reason: e.to_string(),
-                    offset: pos,
-                })
+            Err(reason) => {
+                if magic_from(&mut f, pos + 1)? {
+                    return Err(ChunkFileError::Corrupt {
+                        reason,
+                        offset: pos,
+                    });
+                }
+                damaged = Some(reason);
+                break;
             }
         };
         let end = pos + FRAME_HEADER_LEN as u64 + fh.stored_len as u64;
@@ -245,6 +288,7 @@ pub fn scan(path: &Path) -> Result<Scanned, ChunkFileError> {
         raw,
         valid_len: pos,
         file_len,
+        damaged,
     })
 }
 
@@ -256,8 +300,11 @@ pub struct ReadChunk {
     pub bytes: Vec<u8>,
     pub records: u64,
     pub frames: u64,
-    /// Offset of an incomplete last frame, if any (its bytes are not in `bytes`).
+    /// Offset of an incomplete or damaged last frame, if any (its bytes are not in `bytes`).
     pub torn_at: Option<u64>,
+    /// Why the tail at `torn_at` was left out, when it is damaged rather than incomplete (a
+    /// bad frame header or checksum, with nothing that looks like a frame after it).
+    pub damaged: Option<String>,
 }
 
 /// Reads and verifies a whole chunk file: every frame's checksum, every gzip member's length.
@@ -277,6 +324,20 @@ pub fn read_chunk(path: &Path) -> Result<ReadChunk, ChunkFileError> {
     let mut unpacked = Vec::new();
     let (mut frames, mut records) = (0u64, 0u64);
     let mut torn_at = None;
+    let mut damaged = None;
+    // A damaged frame (bad header or checksum) after good ones, with nothing that looks like
+    // a frame after it, is the damaged tail (a power loss: the last appends' blocks never
+    // written): the good frames are delivered. Anything else is a corrupt chunk.
+    let tail_or_corrupt = |raw: &[u8], frames: u64, pos: usize, reason: String| {
+        if frames > 0 && !magic_in(raw, pos + 1) {
+            Ok(reason)
+        } else {
+            Err(ChunkFileError::Corrupt {
+                reason,
+                offset: pos as u64,
+            })
+        }
+    };
     while pos < raw.len() {
         let hb = &raw[pos..raw.len().min(pos + FRAME_HEADER_LEN)];
         let n = hb.len();
@@ -289,10 +350,9 @@ pub fn read_chunk(path: &Path) -> Result<ReadChunk, ChunkFileError> {
                 break;
             }
             Err(e) => {
-                return Err(ChunkFileError::Corrupt {
-                    reason: e.to_string(),
-                    offset: pos as u64,
-                })
+                damaged = Some(tail_or_corrupt(&raw, frames, pos, e.to_string())?);
+                torn_at = Some(pos as u64);
+                break;
             }
         };
         let a = pos + FRAME_HEADER_LEN;
@@ -301,10 +361,10 @@ pub fn read_chunk(path: &Path) -> Result<ReadChunk, ChunkFileError> {
             break;
         };
         if !fh.verify(&raw[pos..a], &raw[a..e]) {
-            return Err(ChunkFileError::Corrupt {
-                reason: "frame checksum mismatch".into(),
-                offset: pos as u64,
-            });
+            let reason = "frame checksum mismatch".to_string();
+            damaged = Some(tail_or_corrupt(&raw, frames, pos, reason)?);
+            torn_at = Some(pos as u64);
+            break;
         }
         if header.gzip {
             compress::gunzip_exact(&raw[a..e], fh.raw_len, &mut unpacked).map_err(|e| {
@@ -338,6 +398,7 @@ pub fn read_chunk(path: &Path) -> Result<ReadChunk, ChunkFileError> {
         records,
         frames,
         torn_at,
+        damaged,
     })
 }
 
@@ -394,6 +455,13 @@ impl FileStore {
     /// alone.
     pub fn list(&self) -> io::Result<Vec<Found>> {
         list_chunks(&self.dir)
+    }
+
+    /// Chunk files in the directory, oldest first, and the names of the other regular files
+    /// (not the lock): files the buffer does not know and leaves alone, such as a previous
+    /// Fluentd's `buffer.*.log` / `.meta` chunks, which are not read.
+    pub fn list_all(&self) -> io::Result<(Vec<Found>, Vec<String>)> {
+        list_dir(&self.dir)
     }
 
     /// Creates a staged chunk file holding just the header.
@@ -490,21 +558,7 @@ impl FileStore {
     /// `quarantine/torn_tail/<name>.tail` first (they were never acknowledged, but an operator
     /// may want to see them).
     pub fn cut_tail(&self, path: &Path, valid_len: u64) -> io::Result<PathBuf> {
-        let qdir = self.dir.join(QUARANTINE_DIR).join("torn_tail");
-        std::fs::create_dir_all(&qdir)?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let to = qdir.join(format!("{name}.tail"));
-        let mut f = OpenOptions::new().read(true).write(true).open(path)?;
-        f.seek(SeekFrom::Start(valid_len))?;
-        let mut tail = Vec::new();
-        f.read_to_end(&mut tail)?;
-        std::fs::write(&to, &tail)?;
-        f.set_len(valid_len)?;
-        f.sync_all()?;
-        Ok(to)
+        cut_tail(&self.dir, path, valid_len)
     }
 
     /// Makes created, renamed and removed names durable.
@@ -522,9 +576,36 @@ impl FileStore {
     }
 }
 
+/// [`FileStore::cut_tail`] for the buffer directory `dir` (usable off the store, in a blocking
+/// task).
+pub fn cut_tail(dir: &Path, path: &Path, valid_len: u64) -> io::Result<PathBuf> {
+    let qdir = dir.join(QUARANTINE_DIR).join("torn_tail");
+    std::fs::create_dir_all(&qdir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let to = qdir.join(format!("{name}.tail"));
+    let mut f = OpenOptions::new().read(true).write(true).open(path)?;
+    f.seek(SeekFrom::Start(valid_len))?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail)?;
+    std::fs::write(&to, &tail)?;
+    f.set_len(valid_len)?;
+    f.sync_all()?;
+    Ok(to)
+}
+
 /// Chunk files in `dir`, lowest sequence first.
 pub fn list_chunks(dir: &Path) -> io::Result<Vec<Found>> {
+    list_dir(dir).map(|(found, _)| found)
+}
+
+/// Chunk files in `dir` (lowest sequence first) and the names of the other regular files,
+/// except the lock.
+fn list_dir(dir: &Path) -> io::Result<(Vec<Found>, Vec<String>)> {
     let mut out = Vec::new();
+    let mut unknown = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         if !e.file_type()?.is_file() {
@@ -532,6 +613,9 @@ pub fn list_chunks(dir: &Path) -> io::Result<Vec<Found>> {
         }
         let file_name = e.file_name();
         let Some(name) = file_name.to_str().and_then(ChunkName::parse) else {
+            if file_name != LOCK_FILE {
+                unknown.push(file_name.to_string_lossy().into_owned());
+            }
             continue;
         };
         out.push(Found {
@@ -540,7 +624,8 @@ pub fn list_chunks(dir: &Path) -> io::Result<Vec<Found>> {
         });
     }
     out.sort_by_key(|f| f.name.seq);
-    Ok(out)
+    unknown.sort();
+    Ok((out, unknown))
 }
 
 #[cfg(test)]
@@ -610,15 +695,41 @@ mod tests {
         assert_eq!(r.bytes, want[..want.len() - 4]);
         assert_eq!((r.frames, r.torn_at), (3, Some(starts[3])));
 
-        // A flipped payload byte: refused, with the frame's offset.
-        let (mut file, starts) = plain_chunk(&[b"first", b"second"]);
-        let at = file.len() - 1;
-        file[at] ^= 1;
+        // A flipped payload byte with a frame after it: refused, with the frame's offset.
+        let (good, starts) = plain_chunk(&[b"first", b"second", b"third"]);
+        let mut file = good.clone();
+        file[starts[1] as usize + FRAME_HEADER_LEN + 2] ^= 1;
         std::fs::write(&path, &file).unwrap();
         match read_chunk(&path) {
             Err(ChunkFileError::Corrupt { offset, .. }) => assert_eq!(offset, starts[1]),
             other => panic!("{other:?}"),
         }
+
+        // The same in the last frame: a damaged tail (a power loss); the frames before it.
+        let mut file = good.clone();
+        let at = file.len() - 1;
+        file[at] ^= 1;
+        std::fs::write(&path, &file).unwrap();
+        let r = read_chunk(&path).unwrap();
+        assert_eq!(r.bytes, b"firstsecond");
+        assert_eq!((r.frames, r.torn_at), (2, Some(starts[2])));
+        assert!(r.damaged.is_some());
+
+        // A zero-filled tail after the frames: the same; zeros alone are no chunk.
+        let mut file = good.clone();
+        file.extend_from_slice(&[0; 64]);
+        std::fs::write(&path, &file).unwrap();
+        let r = read_chunk(&path).unwrap();
+        assert_eq!(r.bytes, b"firstsecondthird");
+        assert_eq!(r.torn_at, Some(good.len() as u64));
+        let header_only = &good[..starts[0] as usize];
+        let mut file = header_only.to_vec();
+        file.extend_from_slice(&[0; 64]);
+        std::fs::write(&path, &file).unwrap();
+        assert!(matches!(
+            read_chunk(&path),
+            Err(ChunkFileError::Corrupt { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

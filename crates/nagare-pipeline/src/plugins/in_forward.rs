@@ -37,10 +37,9 @@ pub fn parse(sec: &Section, ctx: &mut BuildCtx) -> Result<InForwardConfig, Confi
         partial_frame_timeout: p
             .duration("partial_frame_timeout", DEFAULT_PARTIAL_FRAME_TIMEOUT)?,
         handshake_timeout: p.duration("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)?,
-        read_buffer_total_limit: p.size(
-            "read_buffer_total_limit",
-            d.read_buffer_total_limit as u64,
-        )? as usize,
+        read_buffer_total_limit: p
+            .size("read_buffer_total_limit", d.read_buffer_total_limit as u64)?
+            as usize,
         ..d
     };
     cfg.limits.max_frame = p.size("chunk_size_limit", cfg.limits.max_frame as u64)? as usize;
