@@ -33,15 +33,29 @@ pub trait Filter: Send + Sync + 'static {
 /// A background task (flush loop, heartbeat) started with the output-phase shutdown signal.
 pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Background tasks collected while building, started by the runtime; and what to do when the
-/// inputs are told to stop (before the runtime waits for them).
+/// Background tasks collected while building, started by the runtime: the outputs' (flush
+/// loops), what to do when the inputs are told to stop (before the runtime waits for them),
+/// and the filters' (concat's flusher), which stop before the outputs so that what they emit
+/// at shutdown is still drained.
 #[derive(Default)]
 pub struct Tasks(
     pub(crate) Vec<Box<dyn FnOnce(Shutdown) -> Task + Send>>,
     pub(crate) Vec<Box<dyn FnOnce() + Send>>,
+    pub(crate) Vec<Box<dyn FnOnce(Shutdown) -> Task + Send>>,
 );
 
 impl Tasks {
+    /// A filter's background task: told to stop once the inputs stopped, and awaited (for at
+    /// most the drain timeout) before the outputs are told to drain, so the events it emits
+    /// at shutdown reach buffers that still take and deliver them.
+    pub fn add_filter<F, Fut>(&mut self, f: F)
+    where
+        F: FnOnce(Shutdown) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.2.push(Box::new(move |sd| Box::pin(f(sd))));
+    }
+
     /// Runs `f` when the inputs are told to stop, before the runtime waits for them (a buffer
     /// stops blocking appends here, so an input waiting in `emit` can finish).
     pub fn on_inputs_stopping(&mut self, f: impl FnOnce() + Send + 'static) {

@@ -71,6 +71,13 @@ const DRAIN_MARGIN: Duration = Duration::from_secs(6);
 /// clients) and the outputs drain.
 const INPUTS_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the filters' shutdown flush may take before the outputs drain: a quarter of the
+/// drain timeout, at most 2 s (concat emits into buffers, which take without waiting once the
+/// inputs stopped; it takes milliseconds).
+fn filter_stop_limit(drain: Duration) -> Duration {
+    (drain / 4).min(Duration::from_secs(2))
+}
+
 fn reloads(result: &str) -> metrics::Counter {
     metrics::counter(
         "nagare_config_reloads_total",
@@ -355,6 +362,9 @@ struct LiveInput {
 struct Generation {
     out_trigger: Trigger,
     outputs: JoinSet<()>,
+    /// Filters' background tasks (concat's flusher), stopped before the outputs drain.
+    filter_trigger: Trigger,
+    filters: JoinSet<()>,
     routers: Vec<Arc<Router>>,
     /// Run when the inputs feeding this generation are told to stop (buffers stop blocking).
     on_inputs_stopping: Vec<Box<dyn FnOnce() + Send>>,
@@ -363,16 +373,45 @@ struct Generation {
 impl Generation {
     fn launch(tasks: crate::plugin::Tasks, routers: Vec<Arc<Router>>) -> Generation {
         let (out_trigger, out_shutdown) = shutdown::channel();
+        let (filter_trigger, filter_shutdown) = shutdown::channel();
         let mut outputs = JoinSet::new();
-        let crate::plugin::Tasks(spawn, on_inputs_stopping) = tasks;
+        let mut filters = JoinSet::new();
+        let crate::plugin::Tasks(spawn, on_inputs_stopping, filter_tasks) = tasks;
         for t in spawn {
             outputs.spawn(t(out_shutdown.clone()));
+        }
+        for t in filter_tasks {
+            filters.spawn(t(filter_shutdown.clone()));
         }
         Generation {
             out_trigger,
             outputs,
+            filter_trigger,
+            filters,
             routers,
             on_inputs_stopping,
+        }
+    }
+
+    /// Stops the filters' tasks and waits for them (at most `limit`): concat emits what it
+    /// holds into the outputs, which have not started draining yet.
+    async fn stop_filters(&mut self, limit: Duration) {
+        self.filter_trigger.fire();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.filters.join_next()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::error!(
+                        tasks = self.filters.len(),
+                        "filters did not finish their shutdown flush in time; stopping them"
+                    );
+                    self.filters.abort_all();
+                    while self.filters.join_next().await.is_some() {}
+                    break;
+                }
+            }
         }
     }
 
@@ -389,6 +428,7 @@ impl Generation {
     /// buffers (and their directory locks).
     async fn stop(mut self, drain: Duration) {
         self.inputs_stopping();
+        self.stop_filters(filter_stop_limit(drain)).await;
         self.out_trigger.fire();
         let deadline = tokio::time::Instant::now() + drain + DRAIN_MARGIN;
         loop {
@@ -635,6 +675,9 @@ impl Runtime {
             self.retiring.abort_all();
             while self.retiring.join_next().await.is_some() {}
         }
+        self.gen
+            .stop_filters(filter_stop_limit(self.drain_timeout))
+            .await;
         tracing::info!("inputs stopped; draining outputs");
         self.gen.out_trigger.fire();
         while self.gen.outputs.join_next().await.is_some() {}
@@ -909,13 +952,37 @@ mod tests {
                 .write_entry(&mut entries, false);
             }
             let chunk = format!("c{}", seqs.start);
+            self.send_entries(&entries, seqs.end - seqs.start, &chunk)
+                .await
+        }
+
+        /// Sends these records (time 1_700_000_000) and waits for the ack.
+        async fn send_records(&mut self, records: &[Record], chunk: &str) -> Result<(), String> {
+            let mut entries = BytesMut::new();
+            for r in records {
+                Event {
+                    time: EventTime::new(1_700_000_000, 0),
+                    record: r.clone(),
+                }
+                .write_entry(&mut entries, false);
+            }
+            self.send_entries(&entries, records.len() as u64, chunk)
+                .await
+        }
+
+        async fn send_entries(
+            &mut self,
+            entries: &[u8],
+            n: u64,
+            chunk: &str,
+        ) -> Result<(), String> {
             let mut msg = BytesMut::new();
             let opts = Options {
                 chunk: Some(chunk.as_bytes()),
-                size: Some(seqs.end - seqs.start),
+                size: Some(n),
                 compressed: None,
             };
-            write_packed_forward(&mut msg, b"t.reload", &entries, Some(&opts), false);
+            write_packed_forward(&mut msg, b"t.reload", entries, Some(&opts), false);
             self.s
                 .write_all(&msg)
                 .await
@@ -1130,6 +1197,85 @@ mod tests {
             })
             .sum();
         assert_eq!(records, 20, "every acked event is kept in the file buffer");
+    }
+
+    /// The filters' tasks finish their shutdown work before the outputs are told to drain.
+    #[tokio::test]
+    async fn filters_stop_before_outputs_drain() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let filter_done = Arc::new(AtomicBool::new(false));
+        let seen_by_output = Arc::new(AtomicBool::new(false));
+        let mut tasks = crate::plugin::Tasks::default();
+        let done = filter_done.clone();
+        tasks.add_filter(move |mut sd: Shutdown| async move {
+            sd.wait().await;
+            // A flush that takes a moment (concat emitting what it holds).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            done.store(true, Ordering::SeqCst);
+        });
+        let (done, seen) = (filter_done.clone(), seen_by_output.clone());
+        tasks.add(move |mut sd: Shutdown| async move {
+            sd.wait().await;
+            seen.store(done.load(Ordering::SeqCst), Ordering::SeqCst);
+        });
+        Generation::launch(tasks, Vec::new())
+            .stop(Duration::from_secs(4))
+            .await;
+        assert!(filter_done.load(Ordering::SeqCst));
+        assert!(
+            seen_by_output.load(Ordering::SeqCst),
+            "the outputs were told to drain before the filters finished"
+        );
+    }
+
+    /// A line concat still holds at shutdown (its last piece never came) is flushed by concat
+    /// before the outputs drain, so a memory buffer with `flush_at_shutdown` delivers it: the
+    /// filters stop first. (When both stopped on one signal, the buffer could queue its last
+    /// chunks before concat's flush arrived, and the line was counted lost.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concat_flushes_into_outputs_that_have_not_started_draining() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.log");
+        let conf = format!(
+            "<system>\n  shutdown_drain_timeout 2s\n</system>\n<source>\n  @type forward\n  bind 127.0.0.1\n  port 0\n</source>\n<filter **>\n  @type concat\n  @id cc_shutdown\n  key log\n  use_partial_metadata true\n  separator \"\"\n  flush_interval 3600s\n</filter>\n<match **>\n  @type file\n  @id cc_out\n  path {}\n  append true\n  <format>\n    @type json\n  </format>\n  <buffer>\n    @type memory\n    flush_interval 3600s\n    flush_at_shutdown true\n  </buffer>\n</match>\n",
+            out.display()
+        );
+        let (trigger, sd) = shutdown::channel();
+        let running = Pipeline::build(&parse(&conf))
+            .unwrap()
+            .start(sd)
+            .await
+            .unwrap();
+        let addr = running.inputs[0].addr;
+        let piece = Record::from_pairs(&[
+            ("log", "first half of a line "),
+            ("partial_message", "true"),
+            ("partial_id", "p1"),
+            ("partial_ordinal", "1"),
+            ("partial_last", "false"),
+        ]);
+        Client::connect(addr)
+            .await
+            .send_records(&[piece], "cc1")
+            .await
+            .unwrap();
+        trigger.fire();
+        tokio::time::timeout(LIVENESS, running.wait())
+            .await
+            .expect("the shutdown completes");
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        assert!(text.contains("first half of a line"), "{text:?}");
+        for (name, id) in [
+            ("nagare_output_dropped_records_total", "cc_out"),
+            ("nagare_concat_events_total", "cc_shutdown"),
+        ] {
+            let lost = metrics::counter(
+                name,
+                "",
+                &[("plugin_id", id), ("reason", "lost_at_shutdown")],
+            );
+            assert_eq!(lost.get(), 0, "{name}");
+        }
     }
 
     /// Shutdown with `overflow_action block`, the destination down and the buffer full: an
