@@ -214,6 +214,12 @@ pub fn main(role: Role) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        if !args.dry_run {
+            // The traps `--dry-run` prints, in the log of a normal start too.
+            for w in pipeline.warnings() {
+                tracing::warn!("configuration: {w}");
+            }
+        }
         if args.dry_run {
             println!("configuration OK; routes:");
             for r in pipeline.routes() {

@@ -409,6 +409,26 @@ mod tests {
         );
     }
 
+    /// TLS settings Nagare accepts for compatibility but does not apply are named in the
+    /// warnings (printed by `--dry-run`, logged at start).
+    #[test]
+    fn ignored_tls_settings_are_warned_about() {
+        let text = "<source>\n  @type forward\n  port 0\n  <transport tcp>\n    version TLSv1_2\n  </transport>\n</source>\n<match **>\n  @type forward\n  transport tls\n  tls_insecure_mode true\n  tls_ciphers ALL\n  <server>\n    host 127.0.0.1\n  </server>\n</match>\n";
+        let root = nagare_config::parse_str(text, Path::new("w.conf")).unwrap();
+        let p = crate::Pipeline::validate(&root).unwrap();
+        let w = p.warnings();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("w.conf:4") && w.contains("version")),
+            "{w:#?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w.contains("w.conf:8") && w.contains("tls_ciphers")),
+            "{w:#?}"
+        );
+    }
+
     #[test]
     fn clean_configs_have_no_warnings() {
         let w = warnings("<source>\n  @type forward\n</source>\n<match docker.**>\n  @type rewrite_tag_filter\n  @label @OUT\n  <rule>\n    key marker\n    pattern /^AUDIT$/\n    tag ${tag}.audit\n  </rule>\n  <rule>\n    key marker\n    pattern /^AUDIT$/\n    invert true\n    tag ${tag}.app\n  </rule>\n</match>\n<label @OUT>\n  <match **>\n    @type copy\n    <store>\n      @type stdout\n    </store>\n    <store>\n      @type forward\n      <server>\n        host 127.0.0.1\n      </server>\n      <buffer>\n        retry_forever true\n        retry_timeout 1h\n      </buffer>\n    </store>\n  </match>\n</label>\n");

@@ -56,7 +56,7 @@ pub fn parse(sec: &Section, ctx: &mut BuildCtx) -> Result<InForwardConfig, Confi
         cfg.security = Some(parse_security(s, ctx)?);
     }
     if let Some(t) = p.section("transport")? {
-        cfg.tls = parse_transport(t)?;
+        cfg.tls = parse_transport(t, &mut ctx.warnings)?;
     }
     p.finish()?;
     Ok(cfg)
@@ -117,7 +117,10 @@ fn parse_security(sec: &Section, ctx: &BuildCtx) -> Result<ServerSecurity, Confi
     Ok(s)
 }
 
-fn parse_transport(t: &Section) -> Result<Option<TlsServerConfig>, ConfigError> {
+fn parse_transport(
+    t: &Section,
+    warnings: &mut Vec<String>,
+) -> Result<Option<TlsServerConfig>, ConfigError> {
     let mut p = t.params();
     let kind = if t.arg.is_empty() {
         "tcp".to_string()
@@ -139,11 +142,20 @@ fn parse_transport(t: &Section) -> Result<Option<TlsServerConfig>, ConfigError> 
             ))
         }
     };
-    p.ignore("version");
-    p.ignore("min_version");
-    p.ignore("max_version");
-    p.ignore("ciphers");
-    p.ignore("insecure");
+    for key in [
+        "version",
+        "min_version",
+        "max_version",
+        "ciphers",
+        "insecure",
+    ] {
+        if p.str(key)?.is_some() {
+            warnings.push(format!(
+                "{}: {key} is accepted and ignored (TLS 1.2 and 1.3 with rustls' default ciphers)",
+                t.span
+            ));
+        }
+    }
     p.finish()?;
     Ok(out)
 }

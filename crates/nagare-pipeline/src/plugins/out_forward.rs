@@ -55,9 +55,14 @@ pub fn build(
     } else {
         None
     };
-    p.ignore("tls_version");
-    p.ignore("tls_ciphers");
-    p.ignore("tls_allow_self_signed_cert");
+    for key in ["tls_version", "tls_ciphers", "tls_allow_self_signed_cert"] {
+        if p.str(key)?.is_some() {
+            ctx.warnings.push(format!(
+                "{}: {key} is accepted and ignored (TLS 1.2 and 1.3 with rustls' default ciphers; a self-signed server needs tls_cert_path or tls_insecure_mode)",
+                sec.span
+            ));
+        }
+    }
     let security = match p.section("security")? {
         Some(s) => {
             let mut sp = s.params();
