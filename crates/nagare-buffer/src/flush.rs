@@ -303,6 +303,7 @@ impl Flusher {
                     return wait;
                 }
                 let wait = self.schedule_retry(draining);
+                health::retry_scheduled(&self.id, wait);
                 tracing::warn!(plugin_id = %self.id, chunk = %chunk.id.hex(), wait_ms = wait.as_millis() as u64, error = %e, "write failed; will retry");
                 self.buffer.takeback(chunk);
                 Some(wait)

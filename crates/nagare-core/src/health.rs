@@ -15,6 +15,9 @@ struct OutputHealth {
     /// is over (an output whose failed chunk went to its secondary or quarantine may well write
     /// nothing for a while: no success would ever clear it).
     last_failure: Option<Instant>,
+    /// When the output's next retry is due: a period stays open until then (backoff waits
+    /// grow past any quiet window: 1, 2, 4 ... 128 s and on without `retry_max_interval`).
+    retry_due: Option<Instant>,
     last_error: String,
     buffer_used: u64,
     buffer_limit: u64,
@@ -41,15 +44,25 @@ fn quiet_window(t: &Thresholds) -> Duration {
     t.max_failing.max(MIN_QUIET)
 }
 
+impl OutputHealth {
+    /// The failure period is over: no failure for the quiet window, and no retry due within
+    /// it (a retry still to come keeps the period open).
+    fn quiet_since_long(&self, now: Instant, quiet: Duration) -> bool {
+        self.last_failure
+            .is_some_and(|l| now.saturating_duration_since(l) >= quiet)
+            && self
+                .retry_due
+                .is_none_or(|d| now.saturating_duration_since(d) >= quiet)
+    }
+}
+
 /// A write failed (the failure period starts now unless it already started and its last
 /// failure is within the quiet window).
 pub fn output_failed(id: &str, error: &str) {
     let quiet = Duration::from_millis(QUIET_MS.load(Ordering::Relaxed));
     with(id, |h| {
         let now = Instant::now();
-        if h.last_failure
-            .is_some_and(|l| now.duration_since(l) >= quiet)
-        {
+        if h.quiet_since_long(now, quiet) {
             h.failing_since = None;
         }
         h.failing_since.get_or_insert(now);
@@ -58,9 +71,17 @@ pub fn output_failed(id: &str, error: &str) {
     })
 }
 
+/// The output will retry in `wait`: its failure period lasts at least until then.
+pub fn retry_scheduled(id: &str, wait: Duration) {
+    with(id, |h| h.retry_due = Some(Instant::now() + wait))
+}
+
 /// A write succeeded: the output is healthy again.
 pub fn output_succeeded(id: &str) {
-    with(id, |h| h.failing_since = None)
+    with(id, |h| {
+        h.failing_since = None;
+        h.retry_due = None;
+    })
 }
 
 /// The buffer of output `id` holds `used` of `limit` bytes.
@@ -99,15 +120,17 @@ impl Default for Thresholds {
 }
 
 /// `Ok(())` when healthy, else the reasons. An output is failing from its first failed write
-/// until a write succeeds or no write has failed for the quiet window (`max_failing`, at least
-/// [`MIN_QUIET`]); it makes `/health` unhealthy once that has lasted `max_failing`.
+/// until a write succeeds, or until no write has failed and no retry has been due for the
+/// quiet window (`max_failing`, at least [`MIN_QUIET`]); it makes `/health` unhealthy once
+/// that has lasted `max_failing`.
 pub fn check(t: &Thresholds) -> Result<(), Vec<String>> {
     let quiet = quiet_window(t);
     QUIET_MS.store(quiet.as_millis() as u64, Ordering::Relaxed);
     let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
     let mut reasons = Vec::new();
+    let now = Instant::now();
     for (id, h) in r.iter_mut() {
-        if h.last_failure.is_some_and(|l| l.elapsed() >= quiet) {
+        if h.quiet_since_long(now, quiet) {
             h.failing_since = None;
         }
         if let Some(since) = h.failing_since {
@@ -174,8 +197,13 @@ mod tests {
         let unhealthy = |t: &Thresholds| check(t).is_err_and(|r| r.iter().any(|r| r.contains(id)));
         assert!(unhealthy(&t));
         // The last failure is older than the window: over.
+        let ago = |d: Duration| {
+            Instant::now()
+                .checked_sub(d)
+                .expect("uptime above 5 minutes")
+        };
         with(id, |h| {
-            let past = Instant::now() - (MIN_QUIET + Duration::from_secs(1));
+            let past = ago(MIN_QUIET + Duration::from_secs(1));
             h.last_failure = Some(past);
             h.failing_since = Some(past);
         });
@@ -189,10 +217,48 @@ mod tests {
         assert!(!unhealthy(&t5), "a fresh period is not 5 minutes old");
         // Failures that keep coming keep it failing.
         with(id, |h| {
-            h.failing_since = Some(Instant::now() - Duration::from_secs(301))
+            h.failing_since = Some(ago(Duration::from_secs(301)))
         });
         output_failed(id, "AccessDenied");
         assert!(unhealthy(&t5));
+        forget(id);
+    }
+
+    /// A destination that stays down, with backoff waits longer than the quiet window (1, 2,
+    /// 4 ... 128 s without retry_max_interval): the retry still to come keeps the output
+    /// failing between attempts.
+    #[test]
+    fn a_retry_still_to_come_keeps_the_period_open() {
+        let t = Thresholds {
+            max_failing: Duration::from_secs(60),
+            max_buffer_ratio: 1.0,
+        };
+        let id = "h-test-retry-due";
+        let ago = |d: Duration| {
+            Instant::now()
+                .checked_sub(d)
+                .expect("uptime above 5 minutes")
+        };
+        let unhealthy = |t: &Thresholds| check(t).is_err_and(|r| r.iter().any(|r| r.contains(id)));
+        output_failed(id, "ServiceUnavailable");
+        retry_scheduled(id, Duration::from_secs(128));
+        // The last failure is 100 s old (past the 60 s window), the next retry 28 s away.
+        with(id, |h| {
+            h.failing_since = Some(ago(Duration::from_secs(200)));
+            h.last_failure = Some(ago(Duration::from_secs(100)));
+            h.retry_due = Some(Instant::now() + Duration::from_secs(28));
+        });
+        assert!(unhealthy(&t));
+        // The retry came and went a window ago and nothing failed since: over.
+        with(id, |h| h.retry_due = Some(ago(Duration::from_secs(61))));
+        assert!(!unhealthy(&t));
+        // A success clears it all.
+        output_failed(id, "ServiceUnavailable");
+        output_succeeded(id);
+        assert!(!unhealthy(&Thresholds {
+            max_failing: Duration::ZERO,
+            max_buffer_ratio: 1.0,
+        }));
         forget(id);
     }
 }
