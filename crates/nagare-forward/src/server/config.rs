@@ -74,10 +74,11 @@ pub struct InForwardConfig {
     /// keeps one connection per container for its whole life.
     pub partial_frame_timeout: Duration,
     /// `read_buffer_total_limit` (Nagare): the read buffers of all connections together, past
-    /// each one's first 64 KiB. A connection whose message in progress needs more waits for
-    /// room (it stops reading: TCP back-pressure) for at most `partial_frame_timeout`, then is
-    /// closed without ack (`memory_limit`). Caps what many large partial messages can hold:
-    /// `max_connections` x `chunk_size_limit` alone is 128 GiB by default.
+    /// each one's first 64 KiB. A connection whose message in progress needs more than is
+    /// left is closed at once without ack (`memory_limit`; the client resends later): no
+    /// connection waits while holding room, so none can block another. Caps what many large
+    /// partial messages can hold: `max_connections` x `chunk_size_limit` alone is 128 GiB by
+    /// default. At least `chunk_size_limit`.
     pub read_buffer_total_limit: usize,
     /// `<security>`: the HELO/PING/PONG handshake.
     pub security: Option<ServerSecurity>,

@@ -14,8 +14,8 @@
 //! * Memory per connection: the read buffer holds at most one frame (`chunk_size_limit`),
 //!   plus the current batch; an incomplete frame with no progress for `partial_frame_timeout`
 //!   closes the connection. Past its first 64 KiB a read buffer draws on
-//!   `read_buffer_total_limit`, shared by all connections ([`BufferShare`]): without room a
-//!   connection stops reading, and closes (`memory_limit`) after `partial_frame_timeout`.
+//!   `read_buffer_total_limit`, shared by all connections ([`BufferShare`]): without room the
+//!   connection closes at once (`memory_limit`, no ack).
 
 use super::config::{InForwardConfig, READ_BUFFER_FREE};
 use super::dedupe::{Check, Claim, Dedupe};
@@ -373,34 +373,19 @@ impl BufferShare {
         }
     }
 
-    /// Takes what a buffer of `bytes` needs, waiting for room at most `wait`.
-    async fn grow_to(
-        &mut self,
-        bytes: usize,
-        ctx: &Ctx,
-        shutdown: &mut Shutdown,
-    ) -> Result<(), Close> {
-        let wait = ctx.cfg.partial_frame_timeout;
+    /// Takes what a buffer of `bytes` needs, or fails at once (`memory_limit`) when the
+    /// shared limit has no room: never waiting while holding a share, connections cannot
+    /// block each other, and the limit is never exceeded.
+    fn grow_to(&mut self, bytes: usize) -> Result<(), Close> {
         let want = Self::kib_for(bytes).saturating_sub(self.kib);
         if want == 0 {
             return Ok(());
         }
         let n = u32::try_from(want).map_err(|_| Close::Error("memory_limit"))?;
-        let permits = match self.budget.try_acquire_many(n) {
-            Ok(p) => p,
-            Err(_) => {
-                ctx.stats.read_buffer_waits.inc();
-                let acquire = tokio::time::timeout(wait, self.budget.acquire_many(n));
-                tokio::select! {
-                    r = acquire => match r {
-                        Ok(Ok(p)) => p,
-                        _ => return Err(Close::Error("memory_limit")),
-                    },
-                    _ = shutdown.wait() => return Err(Close::Graceful),
-                }
-            }
-        };
-        permits.forget();
+        self.budget
+            .try_acquire_many(n)
+            .map_err(|_| Close::Error("memory_limit"))?
+            .forget();
         self.kib += want;
         Ok(())
     }
@@ -412,15 +397,19 @@ impl Drop for BufferShare {
     }
 }
 
+/// Reads into `buf`, growing it for a large message. `share`: the connection's part of
+/// `read_buffer_total_limit` (`None` during the handshake, whose frames are at most 64 KiB).
 async fn read_more<S: Transport>(
     io: &mut S,
     buf: &mut BytesMut,
-    share: &mut BufferShare,
+    mut share: Option<&mut BufferShare>,
     ctx: &Ctx,
     shutdown: &mut Shutdown,
     deadline: Option<Duration>,
 ) -> Result<usize, Close> {
-    share.shrink_to(buf.capacity());
+    if let Some(share) = share.as_deref_mut() {
+        share.shrink_to(buf.capacity());
+    }
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         // Room for as much again as the partial message already held (at least a read's
         // worth): a large message grows the buffer geometrically. Growing by a fixed 64 KiB
@@ -430,8 +419,10 @@ async fn read_more<S: Transport>(
         let room_left = ctx.cfg.limits.max_frame.saturating_sub(buf.len());
         let more = buf.len().min(room_left).max(READ_CHUNK);
         // Past its first 64 KiB, a buffer draws on the limit all connections share; without
-        // room it stops reading (back-pressure) and, at the partial-frame timeout, closes.
-        share.grow_to(buf.len() + more, ctx, shutdown).await?;
+        // room the connection closes without ack (the client resends later).
+        if let Some(share) = share {
+            share.grow_to(buf.len() + more)?;
+        }
         buf.reserve(more);
     }
     let read = async {
@@ -459,16 +450,7 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
     let mut share = BufferShare::new(ctx);
     let mut framer = Framer::new();
     if let Some(sec) = &ctx.cfg.security {
-        let hs = handshake(
-            io,
-            &mut buf,
-            &mut share,
-            &mut framer,
-            peer,
-            ctx,
-            sec,
-            shutdown,
-        );
+        let hs = handshake(io, &mut buf, &mut framer, peer, ctx, sec, shutdown);
         if let Err(c) = hs.await {
             return c;
         }
@@ -483,16 +465,16 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
     loop {
         if !std::mem::take(&mut unread) {
             let deadline = (!buf.is_empty()).then_some(ctx.cfg.partial_frame_timeout);
-            if let Err(c) = read_more(io, &mut buf, &mut share, ctx, shutdown, deadline).await {
+            let r = read_more(io, &mut buf, Some(&mut share), ctx, shutdown, deadline).await;
+            if let Err(c) = r {
                 if matches!(c, Close::Error("memory_limit")) {
                     ctx.warn(
                         "memory_limit",
                         &peer.name,
                         &format!(
-                            "read_buffer_total_limit reached: a message of over {} bytes \
-                             waited {:?} for room; closing the connection without ack",
-                            buf.len(),
-                            ctx.cfg.partial_frame_timeout
+                            "read_buffer_total_limit reached: no room for a message of over \
+                             {} bytes; closing the connection without ack",
+                            buf.len()
                         ),
                     );
                 }
@@ -688,11 +670,9 @@ fn add_source_fields(ctx: &Ctx, peer: &Peer, events: &mut [Event]) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn handshake<S: Transport>(
     io: &mut S,
     buf: &mut BytesMut,
-    share: &mut BufferShare,
     framer: &mut Framer,
     peer: &Peer,
     ctx: &Ctx,
@@ -720,7 +700,7 @@ async fn handshake<S: Transport>(
         read_more(
             io,
             buf,
-            share,
+            None,
             ctx,
             shutdown,
             Some(ctx.cfg.handshake_timeout),

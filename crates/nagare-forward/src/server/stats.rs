@@ -31,8 +31,6 @@ pub struct InForwardStats {
     /// (chunk, digest) pairs remembered now.
     pub dedupe_entries: Gauge,
     pub large_messages_warned: Counter,
-    /// Times a connection stopped reading to wait for room under `read_buffer_total_limit`.
-    pub read_buffer_waits: Counter,
 }
 
 impl InForwardStats {
@@ -105,11 +103,6 @@ impl InForwardStats {
             large_messages_warned: counter(
                 "nagare_input_large_messages_total",
                 "Messages over chunk_size_warn_limit",
-                &l,
-            ),
-            read_buffer_waits: counter(
-                "nagare_input_read_buffer_waits_total",
-                "Times a connection stopped reading to wait for room under read_buffer_total_limit",
                 &l,
             ),
         }

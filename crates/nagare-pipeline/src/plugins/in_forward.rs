@@ -48,6 +48,16 @@ pub fn parse(sec: &Section, ctx: &mut BuildCtx) -> Result<InForwardConfig, Confi
         cfg.limits.max_decompressed as u64,
     )? as usize;
     cfg.limits.skip_invalid_event = p.bool("skip_invalid_event", true)?;
+    if cfg.read_buffer_total_limit < cfg.limits.max_frame {
+        return Err(ConfigError::new(
+            sec.span.clone(),
+            format!(
+                "read_buffer_total_limit ({}) is smaller than chunk_size_limit ({}): a message \
+                 that large could never be read (every resend would be closed again)",
+                cfg.read_buffer_total_limit, cfg.limits.max_frame
+            ),
+        ));
+    }
     p.ignore("resolve_hostname");
     cfg.dedupe_resends = p.bool("dedupe_resends", cfg.dedupe_resends)?;
     cfg.dedupe_window = p.duration("dedupe_window", cfg.dedupe_window)?;
@@ -158,4 +168,33 @@ fn parse_transport(
     }
     p.finish()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn read_buffer_total_limit_must_hold_one_message() {
+        let conf = |extra: &str| {
+            format!("<source>\n  @type forward\n  port 0\n{extra}</source>\n<match **>\n  @type null\n</match>\n")
+        };
+        let load = |text: &str| {
+            let root = nagare_config::parse_str(text, Path::new("f.conf")).unwrap();
+            crate::Pipeline::validate(&root).map(|_| ())
+        };
+        let e = load(&conf(
+            "  chunk_size_limit 8m\n  read_buffer_total_limit 4m\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("f.conf:1") && e.contains("read_buffer_total_limit"),
+            "{e}"
+        );
+        assert!(load(&conf(
+            "  chunk_size_limit 4m\n  read_buffer_total_limit 4m\n"
+        ))
+        .is_ok());
+    }
 }
