@@ -6,6 +6,9 @@
 #     prometheus_client (the reference parser for /metrics)
 #   - the Go Docker-driver stand-in built into target/interop/dockerlike (GOPATH mode, offline)
 # Idempotent; run as root from anywhere (it works relative to the repo root). Fails on any error.
+# Under sudo (SUDO_USER set) the files it creates in the clone (.ci/venv, target/interop and
+# target/ itself if it was missing) are handed to SUDO_USER, so a later `cargo build` as that
+# user can write to target/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,9 +31,25 @@ GO_SRC="$ROOT/tests/clients/dockerlike/main.go"
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }
 W=""
+TARGET_EXISTED=false
+[ -e "$ROOT/target" ] && TARGET_EXISTED=true
+# Under sudo: give what this script created in the clone back to the user who ran sudo.
+give_back() {
+    [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] || return 0
+    local group
+    group="$(id -gn "$SUDO_USER")" || return 0
+    if [ "$TARGET_EXISTED" = false ] && [ -d "$ROOT/target" ]; then
+        chown "$SUDO_USER:$group" "$ROOT/target" || true
+    fi
+    local d
+    for d in "$VENV" "$OUT_DIR"; do
+        if [ -e "$d" ]; then chown -R "$SUDO_USER:$group" "$d" || true; fi
+    done
+}
 cleanup() {
     local rc=$?
     if [ -n "$W" ]; then rm -rf "$W"; fi
+    give_back
     if [ "$rc" -ne 0 ]; then printf '[install-deps] FAILED (exit %s)\n' "$rc" >&2; fi
 }
 trap cleanup EXIT

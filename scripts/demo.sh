@@ -16,7 +16,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CORPUS="${NAGARE_CORPUS:-../shared/corpus/sample.jsonl}"
-[ -f "$CORPUS" ] || { echo "no corpus at $CORPUS (set NAGARE_CORPUS)" >&2; exit 1; }
+[ -f "$CORPUS" ] || {
+    echo "no corpus at $CORPUS: check out the shared/ directory beside the repository root" >&2
+    echo "($(cd .. && pwd)/shared), or set NAGARE_CORPUS to a corpus jsonl" >&2
+    exit 1
+}
 command -v python3 >/dev/null || { echo "python3 is needed (ports, JSON)" >&2; exit 1; }
 
 echo "== building (first time: a few minutes)"
@@ -56,7 +60,8 @@ AGG_CONF=examples/aggregator.conf
 STREAM="demo-aggregator-$$"
 if [ -z "$MOTO" ]; then
     echo
-    echo "!! no moto (run 'sudo .ci/install-deps.sh' or set NAGARE_MOTO_ENDPOINT): the aggregator's"
+    echo "!! no moto (run 'sudo .ci/install-deps.sh', which creates .ci/venv and target/interop and"
+    echo "!! hands them back to you, or set NAGARE_MOTO_ENDPOINT): the aggregator's"
     echo "!! cloudwatch_logs <match> is replaced by JSON-lines files, one per log group and stream"
     echo
     AGG_CONF="$W/aggregator-standin.conf"

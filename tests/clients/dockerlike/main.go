@@ -8,8 +8,9 @@
 // smallest signed int (0xd2 int32 for epoch seconds) or fixext8 EventTime with -subsecond,
 // option {} or {"chunk": "<24 base64 chars>"} with -ack.
 //
-// Derived from /work/shared/tools/dockerlike.go. Builds offline in GOPATH mode against Debian's
-// golang-github-fluent-fluent-logger-golang-dev (v1.9.0); see tests/clients/README.md.
+// Derived from ../shared/tools/dockerlike.go (relative to the repository root). Builds offline
+// in GOPATH mode against Debian's golang-github-fluent-fluent-logger-golang-dev (v1.9.0); see
+// tests/clients/README.md.
 //
 // Two sources of records:
 //
