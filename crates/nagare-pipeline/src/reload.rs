@@ -526,6 +526,15 @@ fn spawn_input(
     }
 }
 
+/// Aborts a task when dropped (a no-op once the task has finished).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct Runtime {
     inputs: Vec<LiveInput>,
     /// Removed inputs finishing their last batch.
@@ -863,7 +872,11 @@ impl Runtime {
             i.trigger.fire();
             report.stopped.push(i.id.clone());
             let task = i.task;
+            // Aborting this wrapper (shutdown safety net) must stop the input itself: dropping
+            // a JoinHandle only detaches its task.
+            let stop = AbortOnDrop(task.abort_handle());
             self.retiring.spawn(async move {
+                let _stop = stop;
                 let _ = task.await;
             });
         }
