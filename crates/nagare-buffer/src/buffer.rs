@@ -142,6 +142,9 @@ struct Queued {
     data: QueuedData,
     /// Bytes held in memory while in flight (file chunks read back).
     loaded: usize,
+    /// A damaged tail that could not be cut off was reported (counted, logged) already: a
+    /// retry reads it again and must not count it twice.
+    tail_reported: bool,
 }
 
 #[derive(Default)]
@@ -709,6 +712,7 @@ impl Buffer {
             meta: s.meta,
             data,
             loaded: 0,
+            tail_reported: false,
         });
         true
     }
@@ -865,7 +869,7 @@ impl Buffer {
             waiter.as_mut().enable();
             match self.pop() {
                 Popped::Chunk(q) => {
-                    if let Some(c) = self.materialize(q).await {
+                    if let Some(c) = self.materialize(*q).await {
                         return Some(c);
                     }
                     continue;
@@ -881,7 +885,7 @@ impl Buffer {
         loop {
             match self.pop() {
                 Popped::Chunk(q) => {
-                    if let Some(c) = self.materialize(q).await {
+                    if let Some(c) = self.materialize(*q).await {
                         return Some(c);
                     }
                 }
@@ -896,7 +900,7 @@ impl Buffer {
             Some(q) => {
                 st.inflight.insert(q.meta.id, q.clone());
                 self.update_gauges(&st);
-                Popped::Chunk(q)
+                Popped::Chunk(Box::new(q))
             }
             None if st.closed => Popped::Closed,
             None => Popped::Empty,
@@ -955,18 +959,29 @@ impl Buffer {
                 match read {
                     Ok((r, saved)) => {
                         match (r.torn_at, &r.damaged) {
+                            (Some(_), Some(_)) if q.tail_reported => {}
                             (Some(at), Some(why)) => {
                                 // Records the damaged frames declared (the name's count, or
                                 // the scan's at recovery, minus what was read).
                                 let lost = (q.meta.records as u64).saturating_sub(r.records);
                                 self.stats.torn_tails.inc();
                                 self.stats.quarantined_records.add("damaged_tail", lost);
-                                let saved_to = match &saved {
-                                    Some(Ok(to)) => to.display().to_string(),
-                                    Some(Err(e)) => format!("not saved: {e}"),
-                                    None => String::new(),
-                                };
-                                tracing::error!(plugin_id = %self.id, path = %path.display(), offset = at, damage = %why, records_lost = lost, records_kept = r.records, saved_to, "chunk ends with a damaged tail (a power loss before the last appends reached the disk?): delivering the whole frames before it");
+                                match &saved {
+                                    Some(Ok(to)) => {
+                                        tracing::error!(plugin_id = %self.id, path = %path.display(), offset = at, damage = %why, records_lost = lost, records_kept = r.records, saved_to = %to.display(), "chunk ends with a damaged tail (a power loss before the last appends reached the disk?): cut off and saved; delivering the whole frames before it");
+                                    }
+                                    Some(Err(e)) => {
+                                        // The tail stays in the file (a retry reads the same
+                                        // frames) and goes with it once the chunk is
+                                        // delivered: said here, counted once.
+                                        self.stats.quarantine_errors.inc();
+                                        if let Some(e) = self.lock().inflight.get_mut(&q.meta.id) {
+                                            e.tail_reported = true;
+                                        }
+                                        tracing::error!(plugin_id = %self.id, path = %path.display(), offset = at, damage = %why, records_lost = lost, records_kept = r.records, error = %e, "chunk ends with a damaged tail (a power loss before the last appends reached the disk?) that could not be saved to quarantine: delivering the whole frames before it; the damaged bytes are deleted with the chunk");
+                                    }
+                                    None => {}
+                                }
                             }
                             (Some(at), None) => {
                                 self.stats.torn_tails.inc();
@@ -1379,6 +1394,7 @@ impl Buffer {
                         path: path.to_path_buf(),
                     },
                     loaded: 0,
+                    tail_reported: false,
                 });
             }
         }
@@ -1450,6 +1466,7 @@ impl Buffer {
                     },
                     data: QueuedData::File { path: to },
                     loaded: 0,
+                    tail_reported: false,
                 })
             }
             Err(ChunkFileError::NoHeader) => {
@@ -1554,6 +1571,7 @@ impl Buffer {
                 },
                 data: QueuedData::File { path: to },
                 loaded: 0,
+                tail_reported: false,
             });
             self.update_gauges(&st);
             drop(st);
@@ -1569,7 +1587,7 @@ impl Buffer {
 }
 
 enum Popped {
-    Chunk(Queued),
+    Chunk(Box<Queued>),
     Empty,
     Closed,
 }

@@ -519,6 +519,32 @@ async fn a_zero_filled_tail_is_cut_and_the_good_frames_are_delivered() {
     assert_eq!(b.usage(), (0, 0));
 }
 
+/// A damaged tail found at read-back that cannot be saved (quarantine/ unusable): the good
+/// frames are delivered, the failure is counted, and a retry of the chunk does not count the
+/// damage a second time.
+#[tokio::test]
+async fn a_damaged_tail_that_cannot_be_saved_is_counted_once() {
+    let d = TempDir::new("zerotail-nosave");
+    let cfg = file_cfg(d.path(), FsyncPolicy::Never);
+    let queued = three_frame_chunk(&cfg, "fb-zerotail-ns", true).await;
+    extend_queued(&queued, &[0u8; 64], 2);
+    let b = Buffer::open(cfg, "fb-zerotail-ns2").unwrap();
+    // A plain file where the quarantine directory would go.
+    let q = d.path().join("buf/quarantine");
+    let _ = std::fs::remove_dir_all(&q);
+    std::fs::write(&q, b"").unwrap();
+    let first = b.try_dequeue().await.expect("the chunk");
+    assert_eq!(first.records, 9);
+    b.takeback(first); // the output failed: retried later
+    let again = b.try_dequeue().await.expect("the chunk again");
+    assert_eq!(again.records, 9);
+    b.purge(&again);
+    assert_eq!(b.stats().torn_tails.get(), 1);
+    assert_eq!(b.stats().quarantine_errors.get(), 1);
+    assert_eq!(b.stats().quarantined_records.get("damaged_tail").get(), 2);
+    assert_eq!(b.usage(), (0, 0));
+}
+
 /// A last frame whose checksum fails (its payload's blocks lost) is cut off; the frames before
 /// it are delivered. A damaged frame with good frames after it still quarantines the chunk.
 #[tokio::test]
