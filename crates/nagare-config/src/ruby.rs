@@ -59,8 +59,12 @@ impl ParseOptions {
         if let Some(h) = &self.hostname {
             return Ok(h.clone());
         }
+        // Set and not empty (as BuildCtx reads it): an empty value would name an empty
+        // CloudWatch stream.
         if let Ok(h) = std::env::var("NAGARE_HOSTNAME") {
-            return Ok(h);
+            if !h.is_empty() {
+                return Ok(h);
+            }
         }
         hostname::get()
             .map(|h| h.to_string_lossy().into_owned())

@@ -54,7 +54,8 @@ struct Args {
     /// Print the built-in default configuration and exit.
     #[arg(long)]
     print_default_config: bool,
-    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    /// Log level (error, warn, info, debug, trace; Fluentd's fatal and warning too) or a
+    /// tracing filter with `=` (`info,nagare_buffer=debug`).
     #[arg(long, default_value = "info")]
     log_level: String,
     /// Log format; JSON by default when stderr is not a terminal.
@@ -137,9 +138,28 @@ pub fn load_yaml(text: &str, file: &Path) -> Result<Section, String> {
     parse_yaml_str(text, file).map_err(|e| e.to_string())
 }
 
-fn init_tracing(args: &Args) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The filter for `--log-level`: a level name (Fluentd's `fatal` and `warning` mapped to
+/// `error` and `warn`), `off`, or a tracing filter with a `target=level` directive. A bare
+/// word tracing would read as a target name (`fatal`, a typo) would silently turn every log
+/// line off: refused.
+fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let l = level.trim().to_ascii_lowercase();
+    let spec = match l.as_str() {
+        "fatal" => "error",
+        "warning" => "warn",
+        "error" | "warn" | "info" | "debug" | "trace" | "off" => l.as_str(),
+        _ if l.contains('=') => level.trim(),
+        _ => {
+            return Err(format!(
+                "--log-level {level}: expected error, warn, info, debug, trace (or fatal, \
+                 warning, off), or a filter like info,nagare_buffer=debug"
+            ))
+        }
+    };
+    tracing_subscriber::EnvFilter::try_new(spec).map_err(|e| format!("--log-level {level}: {e}"))
+}
+
+fn init_tracing(args: &Args, filter: tracing_subscriber::EnvFilter) {
     let json = match args.log_format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
@@ -183,7 +203,14 @@ pub fn main(role: Role) -> ExitCode {
             }
         };
     }
-    init_tracing(&args);
+    let filter = match log_filter(&args.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{}: {e}", role.name());
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&args, filter);
     let root = match load(args.config.as_deref(), role) {
         Ok(r) => r,
         Err(e) => {
@@ -318,7 +345,10 @@ pub fn main(role: Role) -> ExitCode {
             tracing::warn!("second signal: exiting at once");
             std::process::exit(130);
         });
-        running.wait().await;
+        if let Err(e) = running.finish().await {
+            tracing::error!(error = %e, "the pipeline's runtime failed; buffers may not have been drained");
+            return ExitCode::FAILURE;
+        }
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
@@ -608,5 +638,32 @@ fn run_buffer_tool(
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn log_levels_are_names_or_filters_never_silent_typos() {
+        for ok in [
+            "info",
+            "WARN",
+            "warning",
+            "fatal",
+            "off",
+            "trace",
+            "info,nagare_buffer=debug",
+        ] {
+            assert!(log_filter(ok).is_ok(), "{ok}");
+        }
+        // Read as a target name, these would turn every log line off.
+        for bad in ["infoo", "verbose", "info,nagare_buffer"] {
+            let e = log_filter(bad).unwrap_err();
+            assert!(e.contains("--log-level") && e.contains(bad), "{e}");
+        }
+        assert_eq!(log_filter("fatal").unwrap().to_string(), "error");
+        assert_eq!(log_filter("warning").unwrap().to_string(), "warn");
     }
 }

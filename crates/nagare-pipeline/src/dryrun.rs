@@ -430,6 +430,20 @@ mod tests {
     }
 
     #[test]
+    fn an_admin_port_past_65535_is_refused_not_wrapped() {
+        let root = nagare_config::parse_str(
+            "<system>\n  admin_port 70000\n</system>\n<match **>\n  @type null\n</match>\n",
+            Path::new("w.conf"),
+        )
+        .unwrap();
+        let e = crate::Pipeline::validate(&root).err().unwrap().to_string();
+        assert!(
+            e.contains("w.conf:1") && e.contains("admin_port 70000"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn clean_configs_have_no_warnings() {
         let w = warnings("<source>\n  @type forward\n</source>\n<match docker.**>\n  @type rewrite_tag_filter\n  @label @OUT\n  <rule>\n    key marker\n    pattern /^AUDIT$/\n    tag ${tag}.audit\n  </rule>\n  <rule>\n    key marker\n    pattern /^AUDIT$/\n    invert true\n    tag ${tag}.app\n  </rule>\n</match>\n<label @OUT>\n  <match **>\n    @type copy\n    <store>\n      @type stdout\n    </store>\n    <store>\n      @type forward\n      <server>\n        host 127.0.0.1\n      </server>\n      <buffer>\n        retry_forever true\n        retry_timeout 1h\n      </buffer>\n    </store>\n  </match>\n</label>\n");
         assert!(w.is_empty(), "{w:#?}");

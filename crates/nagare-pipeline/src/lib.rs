@@ -158,7 +158,13 @@ pub struct Running {
 impl Running {
     /// Resolves once inputs stopped and outputs drained.
     pub async fn wait(self) {
-        let _ = self.handle.await;
+        let _ = self.finish().await;
+    }
+
+    /// As [`Running::wait`]; `Err` if the runtime task panicked, so the drain did not run to
+    /// its end (the binaries then exit 1, not 0).
+    pub async fn finish(self) -> Result<(), String> {
+        self.handle.await.map_err(|e| e.to_string())
     }
 
     /// Replaces the running configuration by `root` (see [`reload`]): on error a pipeline
@@ -246,7 +252,13 @@ impl Pipeline {
             }
             if let Some(port) = p.opt_size("admin_port")? {
                 let bind = p.str_or("admin_bind", "0.0.0.0")?;
-                ctx.admin_addr = Some((bind, port as u16));
+                let port = u16::try_from(port).map_err(|_| {
+                    ConfigError::new(
+                        sys.span.clone(),
+                        format!("admin_port {port} is not a TCP port (0-65535)"),
+                    )
+                })?;
+                ctx.admin_addr = Some((bind, port));
             } else {
                 p.ignore("admin_bind");
             }
