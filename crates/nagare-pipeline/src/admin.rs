@@ -73,10 +73,69 @@ impl AdminState {
     }
 }
 
-fn plugins_json(st: &AdminState) -> String {
+/// `%XX` and `+` decoding of one query-string component.
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(s.get(i + 1..i + 3).unwrap_or(""), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The filters of monitor_agent's query string that Nagare applies: `@id` (or `id`), `@type`
+/// (or `type`), `with_config`. `tag` (outputs by match pattern) is refused, not ignored.
+#[derive(Debug, Default, PartialEq)]
+struct PluginQuery {
+    id: Option<String>,
+    type_name: Option<String>,
+    with_config: bool,
+}
+
+fn plugin_query(query: &str) -> Result<PluginQuery, String> {
+    let mut q = PluginQuery {
+        with_config: true,
+        ..Default::default()
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (url_decode(k), url_decode(v));
+        match k.as_str() {
+            "@id" | "id" => q.id = q.id.or(Some(v)),
+            "@type" | "type" => q.type_name = q.type_name.or(Some(v)),
+            "with_config" => q.with_config = v != "false",
+            "tag" => {
+                return Err(
+                    "?tag= (outputs by match pattern) is not supported; use ?@id= or ?@type="
+                        .into(),
+                )
+            }
+            _ => {} // with_retry, with_ivars, debug: Nagare has no such fields
+        }
+    }
+    Ok(q)
+}
+
+fn plugins_json(st: &AdminState, q: &PluginQuery) -> String {
     let plugins = st.plugins.read().unwrap_or_else(|e| e.into_inner());
     let list: Vec<serde_json::Value> = plugins
         .iter()
+        .filter(|p| q.id.as_ref().is_none_or(|id| *id == p.id))
+        .filter(|p| q.type_name.as_ref().is_none_or(|t| *t == p.type_name))
         .map(|p| {
             let l = [("plugin_id", p.id.as_str())];
             let config: serde_json::Map<String, serde_json::Value> = p
@@ -95,6 +154,9 @@ fn plugins_json(st: &AdminState) -> String {
                 "output_plugin": p.category == "output",
             });
             let m = o.as_object_mut().expect("object");
+            if !q.with_config {
+                m.remove("config");
+            }
             match p.category {
                 "input" => {
                     m.insert(
@@ -177,7 +239,7 @@ async fn handle(mut s: TcpStream, st: Arc<AdminState>) {
     let head = String::from_utf8_lossy(&buf);
     let mut first = head.lines().next().unwrap_or("").split_whitespace();
     let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let resp = match (method, path) {
         ("GET", "/metrics") => response(
             "200 OK",
@@ -194,7 +256,10 @@ async fn handle(mut s: TcpStream, st: Arc<AdminState>) {
                 ),
             }
         }
-        ("GET", "/api/plugins.json") => response("200 OK", "application/json", &plugins_json(&st)),
+        ("GET", "/api/plugins.json") => match plugin_query(query) {
+            Ok(q) => response("200 OK", "application/json", &plugins_json(&st, &q)),
+            Err(e) => response("400 Bad Request", "text/plain", &(e + "\n")),
+        },
         ("POST", "/api/config.reload") | ("GET", "/api/config.reload") => reload(&st).await,
         _ => response("404 Not Found", "text/plain", "not found\n"),
     };

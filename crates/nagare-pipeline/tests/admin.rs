@@ -73,6 +73,34 @@ async fn metrics_health_and_plugins_json() {
     assert_eq!(input["plugin_category"], "input");
     assert_eq!(input["type"], "forward");
 
+    // monitor_agent's filters: by id, by type (`@` spelled out or %40-encoded), without config.
+    let ids_of = |body: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["plugin_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (st, body) = get(admin, "GET /api/plugins.json?@id=adm_in HTTP/1.1\r\n\r\n").await;
+    assert_eq!((st, ids_of(&body)), (200, vec!["adm_in".to_string()]));
+    let (st, body) = get(admin, "GET /api/plugins.json?%40type=null HTTP/1.1\r\n\r\n").await;
+    assert_eq!((st, ids_of(&body)), (200, vec!["adm_null".to_string()]));
+    let (_, body) = get(
+        admin,
+        "GET /api/plugins.json?type=forward&with_config=false HTTP/1.1\r\n\r\n",
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["plugins"].as_array().unwrap().len(), 1);
+    assert!(v["plugins"][0].get("config").is_none(), "{body}");
+    let (st, _) = get(admin, "GET /api/plugins.json?tag=app.** HTTP/1.1\r\n\r\n").await;
+    assert_eq!(
+        st, 400,
+        "a filter Nagare cannot apply is refused, not ignored"
+    );
+
     let (st, _) = get(admin, "GET /nope HTTP/1.1\r\n\r\n").await;
     assert_eq!(st, 404);
     trigger.fire();
