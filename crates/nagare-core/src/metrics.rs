@@ -137,6 +137,18 @@ pub fn value(name: &str, l: &[(&'static str, &str)]) -> Option<f64> {
         .map(|(_, g)| g.get() as f64)
 }
 
+/// Sets to 0 every gauge with label `key` = `value` (a plugin a reload stopped: its buffer
+/// bytes, queued chunks, retry steps... must not keep their last values). Counters are kept:
+/// they only go up, and a plugin coming back under the same `@id` continues them.
+pub fn reset_gauges(key: &str, value: &str) {
+    let r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    for ((_, ls), g) in r.gauges.iter() {
+        if ls.iter().any(|(k, v)| *k == key && v == value) {
+            g.set(0);
+        }
+    }
+}
+
 /// Sum of every counter `name` whose labels include all of `l` (e.g. every reason).
 pub fn sum(name: &str, l: &[(&'static str, &str)]) -> f64 {
     let r = registry().lock().unwrap_or_else(|e| e.into_inner());
@@ -203,6 +215,18 @@ pub fn render_prometheus() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reset_gauges_zeroes_one_plugins_gauges_and_keeps_counters() {
+        let g1 = gauge("nagare_test_bytes", "g", &[("plugin_id", "gone")]);
+        let g2 = gauge("nagare_test_bytes", "g", &[("plugin_id", "kept")]);
+        let c = counter("nagare_test_reset_total", "c", &[("plugin_id", "gone")]);
+        g1.set(42);
+        g2.set(7);
+        c.add(3);
+        reset_gauges("plugin_id", "gone");
+        assert_eq!((g1.get(), g2.get(), c.get()), (0, 7, 3));
+    }
 
     #[test]
     fn counters_are_shared_by_name_and_labels_and_rendered() {

@@ -775,9 +775,11 @@ impl Runtime {
         old.stop(self.drain_timeout).await;
         let drain = t_drain.elapsed();
         // The old outputs are gone: forget their health facts (a removed output that was
-        // failing must not keep /health at 503; the new outputs report their own).
+        // failing must not keep /health at 503) and zero their gauges (a removed output's
+        // buffer bytes must not stay on dashboards); the new outputs report their own.
         for id in &self.output_ids {
             nagare_core::health::forget(id);
+            nagare_core::metrics::reset_gauges("plugin_id", id);
         }
         // 5. Build the new pipeline for real (file buffers recover here); on failure rebuild
         //    the previous configuration.
