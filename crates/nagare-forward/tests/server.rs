@@ -774,6 +774,28 @@ async fn tls_client_not_trusting_the_ca_fails_the_handshake() {
     srv.stop().await;
 }
 
+/// A peer that connects and never starts the TLS handshake is closed after
+/// `handshake_timeout`, counted (and logged) as `tls_handshake_timeout`.
+#[tokio::test]
+async fn tls_handshake_that_never_starts_times_out() {
+    let pki = Pki::new("tls-timeout");
+    let srv = start(InForwardConfig {
+        tls: Some(pki.server(false)),
+        handshake_timeout: Duration::from_millis(200),
+        ..cfg("srv-tls-timeout")
+    })
+    .await;
+    let mut c = srv.connect().await; // plain TCP, no ClientHello
+    expect_closed_silently(&mut c).await;
+    counter_is(
+        "tls_handshake_timeout",
+        &srv.closed("tls_handshake_timeout"),
+        1,
+    )
+    .await;
+    srv.stop().await;
+}
+
 /// Sends V04 over a connection the server should refuse; returns whatever came back.
 async fn refused_exchange<S: AsyncRead + AsyncWrite + Unpin>(c: &mut S) -> Vec<u8> {
     let _ = c.write_all(&h(V04)).await;
