@@ -398,20 +398,12 @@ impl Generation {
     async fn stop_filters(&mut self, limit: Duration) {
         self.filter_trigger.fire();
         let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            match tokio::time::timeout_at(deadline, self.filters.join_next()).await {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::error!(
-                        tasks = self.filters.len(),
-                        "filters did not finish their shutdown flush in time; stopping them"
-                    );
-                    self.filters.abort_all();
-                    while self.filters.join_next().await.is_some() {}
-                    break;
-                }
-            }
+        let aborted = join_until(&mut self.filters, deadline).await;
+        if aborted > 0 {
+            tracing::error!(
+                tasks = aborted,
+                "filters did not finish their shutdown flush in time; stopped them"
+            );
         }
     }
 
@@ -431,20 +423,12 @@ impl Generation {
         self.stop_filters(filter_stop_limit(drain)).await;
         self.out_trigger.fire();
         let deadline = tokio::time::Instant::now() + drain + DRAIN_MARGIN;
-        loop {
-            match tokio::time::timeout_at(deadline, self.outputs.join_next()).await {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::error!(
-                        tasks = self.outputs.len(),
-                        "reload: old outputs did not finish draining within shutdown_drain_timeout; stopping them"
-                    );
-                    self.outputs.abort_all();
-                    while self.outputs.join_next().await.is_some() {}
-                    break;
-                }
-            }
+        let aborted = join_until(&mut self.outputs, deadline).await;
+        if aborted > 0 {
+            tracing::error!(
+                tasks = aborted,
+                "reload: old outputs did not finish draining within shutdown_drain_timeout; stopped them"
+            );
         }
         drop(self.routers);
     }
@@ -524,6 +508,16 @@ fn spawn_input(
         trigger,
         task,
     }
+}
+
+/// Waits for every task of `set` until `deadline`, then aborts (and reaps) what is left.
+/// Returns how many tasks were aborted.
+async fn join_until(set: &mut JoinSet<()>, deadline: tokio::time::Instant) -> usize {
+    while let Ok(Some(_)) = tokio::time::timeout_at(deadline, set.join_next()).await {}
+    let left = set.len();
+    set.abort_all();
+    while set.join_next().await.is_some() {}
+    left
 }
 
 /// Aborts a task when dropped (a no-op once the task has finished).
@@ -673,16 +667,12 @@ impl Runtime {
                 let _ = task.await;
             }
         }
-        let retired = tokio::time::timeout_at(deadline, async {
-            while self.retiring.join_next().await.is_some() {}
-        })
-        .await;
-        if retired.is_err() {
+        let aborted = join_until(&mut self.retiring, deadline).await;
+        if aborted > 0 {
             tracing::error!(
-                "inputs removed by a reload did not finish their last batch in time; stopping them"
+                inputs = aborted,
+                "inputs removed by a reload did not finish their last batch in time; stopped them"
             );
-            self.retiring.abort_all();
-            while self.retiring.join_next().await.is_some() {}
         }
         self.gen
             .stop_filters(filter_stop_limit(self.drain_timeout))
