@@ -1051,20 +1051,7 @@ impl Buffer {
         drop(st);
         match (&q.data, &self.store) {
             (QueuedData::File { path }, Some(store)) => {
-                match store.quarantine(path, reason) {
-                    Ok(to) => {
-                        self.stats.quarantined_chunks.inc(reason);
-                        self.stats
-                            .quarantined_records
-                            .add(reason, q.meta.records as u64);
-                        tracing::error!(plugin_id = %self.id, chunk = %q.meta.id.hex(), records = q.meta.records, to = %to.display(), error = why, "chunk file failed verification; moved to quarantine (inspect or reinject it with `nagare-forwarder buffer`)")
-                    }
-                    Err(e) => {
-                        // Not quarantined, not deleted: the next start finds it again.
-                        self.stats.quarantine_errors.inc();
-                        tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, cause = why, "chunk file failed verification and could not be moved to quarantine; it is left in place and skipped until the next start")
-                    }
-                }
+                self.quarantine_path(store, path, reason, q.meta.records as u64, why)
             }
             _ => {
                 self.stats
@@ -1190,19 +1177,13 @@ impl Buffer {
         drop(st);
         for q in &queued {
             match (&q.data, &self.store) {
-                (QueuedData::File { path }, Some(store)) => {
-                    if let Err(e) = store.quarantine(path, reason) {
-                        self.stats.quarantine_errors.inc();
-                        // Not quarantined, not lost: the file is still there and the next
-                        // start queues it again. Counting it as quarantined would be wrong.
-                        tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, "cannot move a chunk to quarantine; it stays in the buffer directory and is queued again at the next start");
-                        continue;
-                    }
-                    self.stats.quarantined_chunks.inc(reason);
-                    self.stats
-                        .quarantined_records
-                        .add(reason, q.meta.records as u64);
-                }
+                (QueuedData::File { path }, Some(store)) => self.quarantine_path(
+                    store,
+                    path,
+                    reason,
+                    q.meta.records as u64,
+                    "queued behind a chunk that reached the retry limit",
+                ),
                 _ => self
                     .stats
                     .dropped_records
@@ -1493,6 +1474,9 @@ impl Buffer {
         }
     }
 
+    /// Moves a chunk file that left the buffer's accounting to `quarantine/<reason>/`, counted
+    /// and logged. If the move fails the file stays where it is (not deleted, not counted as
+    /// quarantined): the next start finds it again.
     fn quarantine_path(
         &self,
         store: &FileStore,
@@ -1505,11 +1489,11 @@ impl Buffer {
             Ok(to) => {
                 self.stats.quarantined_chunks.inc(reason);
                 self.stats.quarantined_records.add(reason, records);
-                tracing::error!(plugin_id = %self.id, path = %path.display(), to = %to.display(), records, error = why, "corrupt chunk file moved to quarantine; the rest of the buffer continues")
+                tracing::error!(plugin_id = %self.id, path = %path.display(), to = %to.display(), records, reason, cause = why, "chunk file moved to quarantine (inspect or reinject it with `nagare-forwarder buffer`); the rest of the buffer continues")
             }
             Err(e) => {
                 self.stats.quarantine_errors.inc();
-                tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, cause = why, "corrupt chunk file could not be moved to quarantine; left in place and skipped")
+                tracing::error!(plugin_id = %self.id, path = %path.display(), error = %e, reason, cause = why, "chunk file could not be moved to quarantine; left in place and skipped until the next start")
             }
         }
     }

@@ -423,12 +423,11 @@ impl Flusher {
             // A memory buffer with a secondary: what the primary's part of the drain left goes
             // there (local and fast) instead of being lost, until the drain's end.
             self.buffer.enqueue_all();
-            let budget = end;
-            while Instant::now() < budget {
+            while Instant::now() < end {
                 let Some(chunk) = self.buffer.try_dequeue().await else {
                     break;
                 };
-                match tokio::time::timeout_at(budget, s.write(&chunk)).await {
+                match tokio::time::timeout_at(end, s.write(&chunk)).await {
                     Ok(Ok(())) => self.buffer.purge_secondary(&chunk),
                     _ => {
                         self.buffer.takeback(chunk);
