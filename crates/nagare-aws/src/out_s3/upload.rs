@@ -93,21 +93,33 @@ pub async fn multipart(
     let res = upload_parts_and_complete(client, bucket, req, &upload_id, mp, &target).await;
     guard.disarm();
     if !matches!(res, Ok(PutOutcome::Created)) {
-        let abort = client
-            .abort_multipart_upload()
-            .bucket(bucket)
-            .key(req.key)
-            .upload_id(&upload_id)
-            .send()
-            .await;
-        if let Err(e) = abort {
-            let se = errors::from_sdk("AbortMultipartUpload", target.clone(), &e);
-            if se.code != "NoSuchUpload" {
-                tracing::warn!(target = %target, upload_id = %upload_id, error = %se, "could not abort a failed multipart upload: its parts stay billed until a lifecycle rule removes them");
-            }
-        }
+        abort_upload(client, bucket, req.key, &upload_id, "failed").await;
     }
     res
+}
+
+/// Aborts a multipart upload (`NoSuchUpload`: already gone, fine); a failure is logged, as
+/// the parts then stay billed until a lifecycle rule removes them.
+async fn abort_upload(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    what: &str,
+) {
+    let r = client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await;
+    if let Err(e) = r {
+        let se = errors::from_sdk("AbortMultipartUpload", format!("s3://{bucket}/{key}"), &e);
+        if se.code != "NoSuchUpload" {
+            tracing::warn!(upload_id = %upload_id, error = %se, "could not abort a {what} multipart upload: its parts stay billed until a lifecycle rule removes them");
+        }
+    }
 }
 
 /// Aborts a multipart upload when dropped armed: the write future was cancelled between
@@ -142,19 +154,7 @@ impl Drop for AbortOnDrop {
         };
         tracing::info!(bucket = %bucket, key = %key, upload_id = %upload_id, "multipart upload cancelled: aborting it");
         rt.spawn(async move {
-            let r = client
-                .abort_multipart_upload()
-                .bucket(&bucket)
-                .key(&key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
-            if let Err(e) = r {
-                let se = errors::from_sdk("AbortMultipartUpload", format!("s3://{bucket}/{key}"), &e);
-                if se.code != "NoSuchUpload" {
-                    tracing::warn!(upload_id = %upload_id, error = %se, "could not abort a cancelled multipart upload: its parts stay billed until a lifecycle rule removes them");
-                }
-            }
+            abort_upload(&client, &bucket, &key, &upload_id, "cancelled").await;
         });
     }
 }

@@ -450,8 +450,7 @@ async fn run<S: Transport>(io: &mut S, peer: &Peer, ctx: &Ctx, shutdown: &mut Sh
     let mut share = BufferShare::new(ctx);
     let mut framer = Framer::new();
     if let Some(sec) = &ctx.cfg.security {
-        let hs = handshake(io, &mut buf, &mut framer, peer, ctx, sec, shutdown);
-        if let Err(c) = hs.await {
+        if let Err(c) = handshake(io, &mut buf, &mut framer, peer, ctx, sec, shutdown).await {
             return c;
         }
     }
