@@ -32,9 +32,8 @@ pub const MAX_KEY_TEXT: usize = 1024;
 
 /// Containers nested deeper than this are written as `null` (stack safety: the writer recurses
 /// once per level, three frames for a map key that is a map). The msgpack scanner's limit:
-/// decoded input never nests deeper; `filter_parser`'s JSON may (up to 128 levels), and its
-/// deepest parts are then written as `null` (the writers before this one refused such a record
-/// in `stdout`, `file` and CloudWatch, and wrote 256 levels in S3).
+/// decoded input never nests deeper, and `filter_parser` refuses JSON that would (its depth
+/// limit is derived from this one), so the `null` is a safety net, not a path records take.
 pub const MAX_DEPTH: usize = crate::msgpack::MAX_DEPTH;
 
 /// How much of a non-string key's JSON text to keep: at most [`MAX_KEY_TEXT`] bytes, cut at a

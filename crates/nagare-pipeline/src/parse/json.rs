@@ -57,8 +57,13 @@ impl std::fmt::Display for JsonError {
 
 impl std::error::Error for JsonError {}
 
-/// Maximum nesting of arrays and objects.
-pub const MAX_DEPTH: u32 = 128;
+/// Maximum nesting of arrays and objects: what a record built from the parsed object (itself,
+/// or under `hash_value_field`, one level down) may hold and still be read back by Nagare's
+/// msgpack scanner, the forward protocol's decoder (an aggregator) and the JSON writers
+/// (`nagare_core::msgpack::MAX_DEPTH` counts the entry array and the record map too). A
+/// deeper document is a parse failure (counted; `reserve_data` keeps the raw string), never a
+/// record an aggregator would refuse or an output would write as `null`.
+pub const MAX_DEPTH: u32 = (nagare_core::msgpack::MAX_DEPTH - 2) as u32;
 
 #[derive(Default)]
 struct Scratch {
@@ -756,10 +761,30 @@ mod tests {
         ] {
             assert!(v(s).is_err(), "{s} should be refused");
         }
-        let deep = "[".repeat(129) + &"]".repeat(129);
+        let n = MAX_DEPTH as usize;
+        let deep = "[".repeat(n + 1) + &"]".repeat(n + 1);
         assert!(v(&deep).is_err());
-        let ok = "[".repeat(128) + &"]".repeat(128);
+        let ok = "[".repeat(n) + &"]".repeat(n);
         assert!(v(&ok).is_ok());
+    }
+
+    /// The deepest object the parser takes, put under `hash_value_field` (one more level) in a
+    /// record that sits in a forward entry (one more), is still read by the msgpack scanner
+    /// the buffers and an aggregator's decoder use; one level more is refused by the parser.
+    #[test]
+    fn the_deepest_parsed_record_is_still_readable_downstream() {
+        let n = MAX_DEPTH as usize;
+        let doc = |depth: usize| "{\"a\":".repeat(depth - 1) + "{}" + &"}".repeat(depth - 1);
+        assert!(parse_value(&Bytes::from(doc(n + 1))).is_err());
+        let parsed = parse_value(&Bytes::from(doc(n))).unwrap();
+        let record = Value::Map(Map(vec![(Value::Str(Bytes::from_static(b"h")), parsed)]));
+        let mut buf = bytes::BytesMut::new();
+        record.encode(&mut buf);
+        assert_eq!(
+            nagare_core::msgpack::skip_nested(&buf, 0, 1),
+            Ok(buf.len()),
+            "a record in a forward entry"
+        );
     }
 
     #[test]
