@@ -1233,10 +1233,10 @@ mod tests {
         );
     }
 
-    /// A line concat still holds at shutdown (its last piece never came) is flushed by concat
-    /// before the outputs drain, so a memory buffer with `flush_at_shutdown` delivers it: the
-    /// filters stop first. (When both stopped on one signal, the buffer could queue its last
-    /// chunks before concat's flush arrived, and the line was counted lost.)
+    /// End to end: a line concat still holds at shutdown (its last piece never came) reaches
+    /// a memory-buffered output and is delivered by its drain, nothing counted lost. This path
+    /// usually won the race before the filters got their own phase too, so it does not catch
+    /// the old order: `filters_stop_before_outputs_drain` does.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concat_flushes_into_outputs_that_have_not_started_draining() {
         let dir = tempfile::tempdir().unwrap();
