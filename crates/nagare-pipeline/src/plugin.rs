@@ -38,11 +38,11 @@ pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// and the filters' (concat's flusher), which stop before the outputs so that what they emit
 /// at shutdown is still drained.
 #[derive(Default)]
-pub struct Tasks(
-    pub(crate) Vec<Box<dyn FnOnce(Shutdown) -> Task + Send>>,
-    pub(crate) Vec<Box<dyn FnOnce() + Send>>,
-    pub(crate) Vec<Box<dyn FnOnce(Shutdown) -> Task + Send>>,
-);
+pub struct Tasks {
+    pub(crate) outputs: Vec<Box<dyn FnOnce(Shutdown) -> Task + Send>>,
+    pub(crate) on_inputs_stopping: Vec<Box<dyn FnOnce() + Send>>,
+    pub(crate) filters: Vec<Box<dyn FnOnce(Shutdown) -> Task + Send>>,
+}
 
 impl Tasks {
     /// A filter's background task: told to stop once the inputs stopped, and awaited (for at
@@ -53,13 +53,13 @@ impl Tasks {
         F: FnOnce(Shutdown) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.2.push(Box::new(move |sd| Box::pin(f(sd))));
+        self.filters.push(Box::new(move |sd| Box::pin(f(sd))));
     }
 
     /// Runs `f` when the inputs are told to stop, before the runtime waits for them (a buffer
     /// stops blocking appends here, so an input waiting in `emit` can finish).
     pub fn on_inputs_stopping(&mut self, f: impl FnOnce() + Send + 'static) {
-        self.1.push(Box::new(f));
+        self.on_inputs_stopping.push(Box::new(f));
     }
 
     pub fn add<F, Fut>(&mut self, f: F)
@@ -67,6 +67,6 @@ impl Tasks {
         F: FnOnce(Shutdown) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.0.push(Box::new(move |sd| Box::pin(f(sd))));
+        self.outputs.push(Box::new(move |sd| Box::pin(f(sd))));
     }
 }

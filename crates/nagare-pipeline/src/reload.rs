@@ -376,7 +376,11 @@ impl Generation {
         let (filter_trigger, filter_shutdown) = shutdown::channel();
         let mut outputs = JoinSet::new();
         let mut filters = JoinSet::new();
-        let crate::plugin::Tasks(spawn, on_inputs_stopping, filter_tasks) = tasks;
+        let crate::plugin::Tasks {
+            outputs: spawn,
+            on_inputs_stopping,
+            filters: filter_tasks,
+        } = tasks;
         for t in spawn {
             outputs.spawn(t(out_shutdown.clone()));
         }

@@ -1226,7 +1226,7 @@ mod tests {
             "{DOCKER}  max_total_size {cap}\n  max_line_size 256k\n  max_pending_groups 1000\n"
         ));
         let (_trigger, sd) = nagare_core::shutdown::channel();
-        for t in tasks.2 {
+        for t in tasks.filters {
             tokio::spawn(t(sd.clone()));
         }
         let piece_text = vec![b'x'; 16384];
@@ -1282,7 +1282,7 @@ mod tests {
         let (f, r, keep, tasks) = setup(&format!("{DOCKER}  flush_interval 5s\n"));
         let (trigger, sd) = nagare_core::shutdown::channel();
         let mut handles = Vec::new();
-        for t in tasks.2 {
+        for t in tasks.filters {
             handles.push(tokio::spawn(t(sd.clone())));
         }
         r.emit_stream_from(
@@ -1350,7 +1350,7 @@ mod tests {
         root_h.bind(&r);
         t_h.bind(&t);
         let (_trigger, sd) = nagare_core::shutdown::channel();
-        for task in tasks.2 {
+        for task in tasks.filters {
             tokio::spawn(task(sd.clone()));
         }
         r.emit_stream_from(
@@ -1372,7 +1372,7 @@ mod tests {
     async fn evicted_groups_of_other_tags_are_emitted_by_the_task() {
         let (f, r, keep, tasks) = setup(&format!("{DOCKER}  max_pending_groups 1\n"));
         let (_trigger, sd) = nagare_core::shutdown::channel();
-        for t in tasks.2 {
+        for t in tasks.filters {
             tokio::spawn(t(sd.clone()));
         }
         r.emit_stream_from(
